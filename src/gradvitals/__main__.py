@@ -1,0 +1,5 @@
+import sys
+
+from gradvitals.cli import main
+
+sys.exit(main())

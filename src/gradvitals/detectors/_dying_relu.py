@@ -1,0 +1,120 @@
+"""Dying ReLU: most units of a layer are zero for *every* example, and stay so.
+
+A unit is dead in a window when it was not positive for any example seen in that
+window (``SiteStats.ever_positive`` is False). The per-example zero fraction is *not*
+the measure: healthy ReLU nets are 60-85% zeros per example.
+
+Fires for a site when the units dead in each of the last ``dead_patience`` windows
+(the *same* units: the masks are intersected, so a recovering unit does not count)
+make up at least ``dead_fraction`` of the layer, given ``min_examples`` examples.
+
+>>> import numpy as np
+>>> from gradvitals.stats import SiteStats, WindowRecord
+>>> def rec(i, alive):
+...     s = SiteStats("relu1", "relu", 4, n_examples=64, n_elements=256,
+...                   ever_positive=np.array(alive, bool))
+...     return WindowRecord(i, i * 10, i * 10 + 9, sites={"relu1": s})
+>>> d = DyingReluDetector()
+>>> d.update(rec(0, [1, 0, 0, 0]))
+[]
+>>> [f.layer for f in d.update(rec(1, [1, 0, 0, 0]))]
+['relu1']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gradvitals.detectors._base import EdgeTrigger
+from gradvitals.detectors._thresholds import Thresholds
+from gradvitals.findings import FailureMode, Finding
+from gradvitals.remedies import remedies_for
+from gradvitals.stats import WindowRecord
+
+__all__ = ["DyingReluDetector"]
+
+
+class DyingReluDetector:
+    kind = FailureMode.DYING_RELU
+
+    def __init__(self, thresholds: Thresholds | None = None) -> None:
+        self.t = thresholds or Thresholds()
+        self.trigger = EdgeTrigger(patience=1, recover=self.t.recover_windows)
+        # per site: the recent dead masks (most recent last), at most dead_patience
+        self.masks: dict[str, list[np.ndarray]] = {}
+
+    def dead_now(self, record: WindowRecord) -> dict[str, float]:
+        """Sites whose persistent dead fraction is at or above threshold, after update."""
+        out: dict[str, float] = {}
+        for name, s in record.sites.items():
+            if not s.relu_like or s.units == 0 or s.n_examples < self.t.min_examples:
+                continue
+            hist = self.masks.get(name, [])
+            if len(hist) >= self.t.dead_patience:
+                persistent = np.logical_and.reduce(hist[-self.t.dead_patience :])
+                frac = float(persistent.mean())
+                if frac >= self.t.dead_fraction:
+                    out[name] = frac
+        return out
+
+    def update(self, record: WindowRecord) -> list[Finding]:
+        for name, s in record.sites.items():
+            if not s.relu_like or s.units == 0 or s.n_examples < self.t.min_examples:
+                continue
+            hist = self.masks.setdefault(name, [])
+            if hist and hist[-1].shape != s.dead_mask.shape:
+                hist.clear()  # the layer changed shape (e.g. after a repair)
+            hist.append(s.dead_mask.copy())
+            del hist[: -self.t.dead_patience]
+        dead = self.dead_now(record)
+        findings = []
+        for name, s in record.sites.items():
+            if not s.relu_like or s.n_examples < self.t.min_examples:
+                continue
+            if self.trigger.observe(name, name in dead):
+                frac = dead[name]
+                n_dead = round(frac * s.units)
+                where = "inputs of" if s.role == "input" else "units of"
+                msg = (
+                    f"{frac:.0%} of the {where} {name} ({n_dead}/{s.units}) were not positive "
+                    f"for any of {s.n_examples} examples in each of the last "
+                    f"{self.t.dead_patience} windows (threshold {self.t.dead_fraction:.0%}); "
+                    f"per-example zeros {s.zero_fraction:.0%}"
+                )
+                if frac >= 1.0:
+                    msg += ". The layer is entirely dead: the network's output no longer "
+                    msg += "depends on its input"
+                findings.append(
+                    Finding(
+                        kind=self.kind,
+                        layer=name,
+                        step=record.step,
+                        message=msg,
+                        evidence={
+                            "dead_fraction": frac,
+                            "dead_units": n_dead,
+                            "units": s.units,
+                            "examples": s.n_examples,
+                            "zero_fraction": s.zero_fraction,
+                            "threshold": self.t.dead_fraction,
+                            "site_role": s.role,
+                            "dead_unit_indices": np.flatnonzero(s.dead_mask).tolist()[:4096],
+                        },
+                        remedies=remedies_for(self.kind),
+                    )
+                )
+        return findings
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "trigger": self.trigger.state_dict(),
+            "masks": {k: [m.tolist() for m in v] for k, v in self.masks.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trigger.load_state_dict(state.get("trigger", {}))
+        self.masks = {
+            k: [np.asarray(m, bool) for m in v] for k, v in state.get("masks", {}).items()
+        }

@@ -1,0 +1,108 @@
+"""Detector thresholds: one dataclass, documented defaults, strict by name.
+
+Defaults come from the literature (``shared/reference/anchors.md``) and from our own
+measurements (``docs/benchmarks.md``):
+
+- ``dead_fraction=0.5``: SageMaker's DeadRelu rule fires at >50% of a layer's units.
+  We count a unit dead only if it is not positive for *any* example in a window (the
+  keras-contrib DeadReluDetector definition), never by per-example zero fraction:
+  healthy ReLU nets have 60-85% zeros per example (Glorot et al. 2011).
+- ``saturation=0.5`` with ``saturation_eps=0.01``: DeepDiagnosis and SageMaker use
+  ">50% of values saturated". A sigmoid output within 0.01 of 0 or 1 has
+  f'(x) < 0.0099 (4% of its maximum); a tanh output beyond 0.99 has f'(x) < 0.02.
+- ``vanishing_ratio=1e-3``: AUTOTRAINER's gradient ratio first/last kernel (1e-3),
+  taken here on RMS gradients so layer sizes do not matter.
+- ``explode_factor=10``: Pascanu et al. (2013) find clipping thresholds from 0.5x to
+  10x the average norm still converge; a norm 10x its own median is beyond that.
+
+>>> t = Thresholds.from_kwargs(dead_fraction=0.6)
+>>> t.dead_fraction, t.saturation
+(0.6, 0.5)
+>>> Thresholds.from_kwargs(dead_frac=0.6)
+Traceback (most recent call last):
+...
+ValueError: unknown threshold 'dead_frac'. Valid names: converged_loss_ratio, dead_fraction, ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["Thresholds"]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every number a detector decides with.
+
+    Attributes:
+        dead_fraction: dying ReLU fires when at least this fraction of a layer's units
+            is dead in ``dead_patience`` consecutive windows (the same units).
+        dead_patience: consecutive windows a unit must stay dead ("not recovering").
+        min_examples: examples a window must hold before dead units are judged.
+        saturation: saturation fires when at least this fraction of a sigmoid/tanh
+            layer's outputs are within ``saturation_eps`` of an asymptote...
+        saturation_eps: ...distance to the asymptote, in output units.
+        saturation_patience: ...for this many consecutive windows.
+        vanishing_ratio: vanishing fires when the first layer's RMS gradient is below
+            this fraction of the largest later layer's...
+        vanishing_update_ratio: ...and the first layer's update ratio is below this
+            fraction of the largest later layer's (it barely moves)...
+        vanishing_patience: ...for this many consecutive windows...
+        converged_loss_ratio: ...unless the loss fell below this fraction of its first
+            window's value (tiny gradients of a converged net are not vanishing).
+        explode_factor: exploding fires when the global gradient norm, or the loss,
+            exceeds this multiple of the median of its own earlier windows...
+        explode_history: ...given at least this many earlier windows.
+        explode_update_ratio: exploding also fires when a layer's step is at least
+            this fraction of its weights (``update_ratio``), after the first window.
+        recover_windows: a layer that fired re-arms after this many healthy windows.
+    """
+
+    dead_fraction: float = 0.5
+    dead_patience: int = 2
+    min_examples: int = 32
+    saturation: float = 0.5
+    saturation_eps: float = 0.01
+    saturation_patience: int = 2
+    vanishing_ratio: float = 1e-3
+    vanishing_update_ratio: float = 1e-2
+    vanishing_patience: int = 2
+    converged_loss_ratio: float = 0.05
+    explode_factor: float = 10.0
+    explode_history: int = 2
+    explode_update_ratio: float = 1.0
+    recover_windows: int = 3
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return sorted(f.name for f in fields(cls))
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> Thresholds:
+        """Build from keyword overrides; an unknown name raises with the valid names."""
+        valid = cls.names()
+        for k in kwargs:
+            if k not in valid:
+                raise ValueError(
+                    f"unknown threshold {k!r}. Valid names: {', '.join(valid)}. "
+                    "See help(gradvitals.Thresholds) for what each one means."
+                )
+        t = cls(**kwargs)
+        t.validate()
+        return t
+
+    def validate(self) -> None:
+        for name in ("dead_fraction", "saturation"):
+            v = getattr(self, name)
+            if not 0.0 < v <= 1.0:
+                raise ValueError(f"threshold {name} must be in (0, 1], got {v!r}")
+        for name in ("dead_patience", "saturation_patience", "vanishing_patience"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"threshold {name} must be >= 1, got {getattr(self, name)!r}")
+        if self.explode_factor <= 1.0:
+            raise ValueError(f"explode_factor must be > 1, got {self.explode_factor!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

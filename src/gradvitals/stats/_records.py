@@ -1,0 +1,312 @@
+"""Host-side records of one sync window: the sufficient statistics, and what follows.
+
+Adapters (PyTorch, Keras) accumulate sums, counts and masks on the device and copy
+them to the host once per window. This module holds that host copy and derives the
+ratios (``dead_fraction``, ``update_ratio``...) from it. Nothing here imports a
+framework.
+
+Every field of the sufficient statistics declares how it combines across ranks in
+:data:`SITE_REDUCTIONS` and :data:`LAYER_REDUCTIONS`: sums and counts add, masks OR
+(``max``), minima take ``min``. A mean is never reduced; ratios are derived after.
+
+>>> import numpy as np
+>>> s = SiteStats(name="fc1.act", activation="relu", units=4, n_examples=64,
+...               n_elements=256, n_zero=180, ever_positive=np.array([1, 1, 0, 1], bool))
+>>> s.dead_fraction, round(s.zero_fraction, 3)
+(0.25, 0.703)
+>>> layer = LayerStats(name="fc1", grad_norm=0.5, weight_norm=10.0, update_norm=0.01)
+>>> layer.update_ratio
+0.001
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "LAYER_REDUCTIONS",
+    "LOSS_REDUCTIONS",
+    "SATURATING",
+    "SITE_REDUCTIONS",
+    "LayerStats",
+    "LossStats",
+    "SiteStats",
+    "WindowRecord",
+]
+
+#: Activations whose outputs saturate at asymptotes; their sites report ``saturation``.
+SATURATING = frozenset({"sigmoid", "tanh", "hardsigmoid", "hardtanh", "softsign"})
+
+#: How each activation-site field combines across ranks.
+SITE_REDUCTIONS: dict[str, str] = {
+    "n_examples": "sum",
+    "n_elements": "sum",
+    "n_zero": "sum",
+    "n_saturated": "sum",
+    "n_nonfinite": "sum",
+    "ever_positive": "max",  # OR of per-unit masks: dead only if dead on every rank
+    "min_value": "min",
+}
+
+#: How each layer (parameter) field combines across ranks. Under DDP gradients are
+#: already averaged, so squared norms are identical on every rank ("max" keeps one);
+#: under FSDP each rank holds a shard and squared norms add ("sum").
+LAYER_REDUCTIONS: dict[str, str] = {
+    "grad_sq": "replicated_or_sum",
+    "weight_sq": "replicated_or_sum",
+    "update_sq": "replicated_or_sum",
+    "n_grad_nonfinite": "sum",
+    "n_samples": "max",
+}
+
+LOSS_REDUCTIONS: dict[str, str] = {
+    "sum": "sum",
+    "count": "sum",
+    "n_nonfinite": "sum",
+    "max": "max",
+    "min": "min",
+}
+
+
+def _nan_if_none(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
+
+
+@dataclass
+class SiteStats:
+    """Activation statistics of one site over a window.
+
+    A *site* is where activations are observed: the output of an activation module
+    (``role="output"``) or the input of a Linear/Conv layer that follows a functional
+    activation (``role="input"``). A *unit* is a feature (last dim) or conv channel.
+
+    Attributes:
+        name: qualified module name.
+        activation: the activation's catalog name (``"relu"``, ``"sigmoid"``...), or
+            ``"unknown"`` for an input site.
+        units: number of units.
+        n_examples: examples seen in the window (sampled steps only).
+        n_elements: activation values seen.
+        n_zero: values exactly 0 (per-example sparsity; *not* death).
+        n_saturated: values within ``eps`` of an asymptote (saturating kinds only).
+        n_nonfinite: units with a NaN/Inf value.
+        min_value: smallest value seen (tells a ReLU-like input site from others).
+        ever_positive: per-unit mask, True if the unit was > 0 for any example.
+        role: ``"output"`` or ``"input"``.
+    """
+
+    name: str
+    activation: str
+    units: int
+    n_examples: int = 0
+    n_elements: int = 0
+    n_zero: int = 0
+    n_saturated: int = 0
+    n_nonfinite: int = 0
+    min_value: float = 0.0
+    ever_positive: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    role: str = "output"
+
+    @property
+    def dead_mask(self) -> np.ndarray:
+        """Units never positive for any example of the window: ``~ever_positive``."""
+        return ~np.asarray(self.ever_positive, bool)
+
+    @property
+    def dead_fraction(self) -> float:
+        r"""Fraction of units not positive for any example: :math:`\frac{1}{U}\sum_u [\max_x a_u(x) \le 0]`."""
+        if self.units == 0 or self.n_examples == 0:
+            return float("nan")
+        return float(self.dead_mask.mean())
+
+    @property
+    def zero_fraction(self) -> float:
+        """Fraction of activation values exactly zero (healthy ReLU nets: 0.6-0.85)."""
+        return self.n_zero / self.n_elements if self.n_elements else float("nan")
+
+    @property
+    def saturation(self) -> float:
+        """Fraction of values at an asymptote, for saturating activations, else NaN."""
+        if self.activation not in SATURATING or not self.n_elements:
+            return float("nan")
+        return self.n_saturated / self.n_elements
+
+    @property
+    def relu_like(self) -> bool:
+        """True when dead units are meaningful here: a ReLU-family output, or an input
+        site whose values were never negative (it follows a functional ReLU)."""
+        if self.role == "input":
+            return self.n_examples > 0 and self.min_value >= 0.0
+        return self.activation not in SATURATING
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["ever_positive"] = np.asarray(self.ever_positive, bool).tolist()
+        return d
+
+
+@dataclass
+class LayerStats:
+    """Gradient and update statistics of one layer (a module owning parameters).
+
+    Norms are Euclidean over all the layer's own trainable parameters, taken on the
+    sampled steps of the window and averaged over them (``grad_sq`` etc. hold the
+    per-step squared norms summed over those steps).
+
+    Attributes:
+        name: qualified module name.
+        grad_norm: mean pre-clip gradient norm :math:`\\|g\\|_2` over sampled steps.
+        weight_norm: :math:`\\|w\\|_2` after the step.
+        update_norm: :math:`\\|\\Delta w\\|_2` of the optimizer step.
+        numel: number of parameter elements (for RMS values).
+        n_grad_nonfinite: sampled steps whose gradient had a NaN/Inf.
+        n_samples: sampled steps.
+        has_grad: False when no parameter of the layer received a gradient.
+        kind: the module's class name (``"Linear"``, ``"Conv2d"``...), for filtering.
+    """
+
+    name: str
+    grad_norm: float = float("nan")
+    weight_norm: float = float("nan")
+    update_norm: float = float("nan")
+    numel: int = 0
+    n_grad_nonfinite: int = 0
+    n_samples: int = 0
+    has_grad: bool = True
+    kind: str = ""
+
+    @property
+    def is_weight_layer(self) -> bool:
+        """Linear, convolution and recurrent layers: the ones whose depth order matters
+        for vanishing/exploding (normalization and embedding layers are excluded)."""
+        k = self.kind
+        if not k:
+            return True
+        return k.startswith(("Linear", "Conv", "Bilinear", "RNN", "LSTM", "GRU", "LazyLinear", "LazyConv", "Dense"))
+
+    @property
+    def update_ratio(self) -> float:
+        r"""Update-to-weight ratio :math:`\|\Delta w\|_2 / \|w\|_2` (healthy: about 1e-3)."""
+        if not self.weight_norm or math.isnan(self.weight_norm):
+            return float("nan")
+        return self.update_norm / self.weight_norm
+
+    @property
+    def grad_rms(self) -> float:
+        r"""Root-mean-square gradient :math:`\|g\|_2/\sqrt{n}`: comparable across layer sizes."""
+        return self.grad_norm / math.sqrt(self.numel) if self.numel else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class LossStats:
+    """The observed loss over a window: sums and counts, so it reduces across ranks."""
+
+    sum: float = 0.0
+    count: int = 0
+    n_nonfinite: int = 0
+    first_nonfinite_step: int | None = None
+    min: float = float("nan")
+    max: float = float("nan")
+
+    @property
+    def mean(self) -> float:
+        """Mean of the finite losses observed in the window."""
+        finite = self.count - self.n_nonfinite
+        return self.sum / finite if finite > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class WindowRecord:
+    """Everything measured in one sync window ``[step_start, step_end]``.
+
+    ``sites`` and ``layers`` are ordered in forward-execution order (first layer
+    first), which the detectors rely on for "toward the input".
+    """
+
+    index: int
+    step_start: int
+    step_end: int
+    sites: dict[str, SiteStats] = field(default_factory=dict)
+    layers: dict[str, LayerStats] = field(default_factory=dict)
+    loss: LossStats | None = None
+    skipped_steps: int = 0  # optimizer steps skipped by an AMP GradScaler (inf grads)
+
+    @property
+    def step(self) -> int:
+        """The step at which this window was closed (findings carry it)."""
+        return self.step_end
+
+    @property
+    def total_grad_norm(self) -> float:
+        """Global gradient norm :math:`\\sqrt{\\sum_l \\|g_l\\|^2}` over layers with gradients."""
+        vals = [
+            lay.grad_norm**2
+            for lay in self.layers.values()
+            if lay.has_grad and not math.isnan(lay.grad_norm)
+        ]
+        return math.sqrt(sum(vals)) if vals else float("nan")
+
+    def scalars(self) -> dict[str, float]:
+        """The vital signs as TensorBoard-style tags: ``<statistic>/<layer>`` -> value.
+
+        Sections: ``dead_fraction``, ``zero_fraction``, ``saturation`` (per activation
+        site), ``grad_norm``, ``update_ratio`` (per layer), plus ``loss/train`` and
+        ``grad_norm_total/model``. NaN values (not measured) are omitted.
+        """
+        out: dict[str, float] = {}
+        for name, s in self.sites.items():
+            if s.relu_like:
+                out[f"dead_fraction/{name}"] = s.dead_fraction
+                out[f"zero_fraction/{name}"] = s.zero_fraction
+            if s.activation in SATURATING:
+                out[f"saturation/{name}"] = s.saturation
+        for name, lay in self.layers.items():
+            if lay.has_grad:
+                out[f"grad_norm/{name}"] = lay.grad_norm
+                out[f"update_ratio/{name}"] = lay.update_ratio
+        if self.loss is not None and self.loss.count:
+            out["loss/train"] = self.loss.mean
+        tg = self.total_grad_norm
+        if not math.isnan(tg):
+            out["grad_norm_total/model"] = tg
+        return {k: float(v) for k, v in out.items() if not math.isnan(v)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "step_start": self.step_start,
+            "step_end": self.step_end,
+            "sites": {k: v.to_dict() for k, v in self.sites.items()},
+            "layers": {k: v.to_dict() for k, v in self.layers.items()},
+            "loss": None if self.loss is None else self.loss.to_dict(),
+            "skipped_steps": self.skipped_steps,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WindowRecord:
+        sites = {}
+        for k, v in d.get("sites", {}).items():
+            v = dict(v)
+            v["ever_positive"] = np.asarray(v.get("ever_positive", []), bool)
+            sites[k] = SiteStats(**v)
+        layers = {k: LayerStats(**v) for k, v in d.get("layers", {}).items()}
+        loss = LossStats(**d["loss"]) if d.get("loss") else None
+        return cls(
+            index=int(d["index"]),
+            step_start=int(d["step_start"]),
+            step_end=int(d["step_end"]),
+            sites=sites,
+            layers=layers,
+            loss=loss,
+            skipped_steps=int(d.get("skipped_steps", 0)),
+        )

@@ -21,8 +21,14 @@ __all__ = ["main"]
 
 #: subcommand -> (module with configure/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("gradvitals._demo_cli", "train tiny nets that fail in each classic way, and diagnose them"),
-    "report": ("gradvitals.report._cli", "write an HTML report from a gradvitals TensorBoard log dir"),
+    "demo": (
+        "gradvitals._demo_cli",
+        "train tiny nets that fail in each classic way, and diagnose them",
+    ),
+    "report": (
+        "gradvitals.report._cli",
+        "write an HTML report from a gradvitals TensorBoard log dir",
+    ),
     "activations": ("gradvitals.activations._cli", "the activation-function catalog"),
     "lab": ("gradvitals.lab._cli", "run the experiments behind the classic claims"),
 }

@@ -4,9 +4,12 @@ A window is *exploding* when any of these holds (after ``explode_history`` earli
 healthy windows, except the update-ratio rule):
 
 - the global gradient norm is at least ``explode_factor`` (10) x the median of the
-  earlier healthy windows' norms;
+  earlier healthy windows' norms, *and* the run is getting worse: the loss rose above
+  the previous window's (or, when no loss is observed, some layer's update ratio is
+  at least a quarter of ``explode_update_ratio``). Healthy nets leaving their initial
+  plateau grow their gradient norm 10-20x while the loss falls: that is not exploding;
 - the ratio of first- to last-layer RMS gradient (growth toward the input) is at least
-  ``explode_factor`` x its own median, and above 1;
+  ``explode_factor`` x its own median, and above 1, with the same corroboration;
 - the mean loss is at least ``explode_factor`` x its median *and* above the first
   window's loss (the run is diverging, not spiking on a tiny loss);
 - some layer's step is at least ``explode_update_ratio`` (1.0) of its weights.
@@ -15,12 +18,17 @@ It fires once per episode, before NaNs appear when the growth is visible in a wi
 The layer named is the one whose gradient grew most against its own history.
 
 >>> from gradvitals.stats import LayerStats, WindowRecord
->>> def rec(i, g):
+>>> from gradvitals.stats import LossStats
+>>> def rec(i, g, loss):
 ...     return WindowRecord(i, i, i, layers={"fc1": LayerStats("fc1", grad_norm=g,
-...                         weight_norm=10.0, update_norm=0.01, numel=4)})
+...                         weight_norm=10.0, update_norm=0.01, numel=4)},
+...                         loss=LossStats(sum=loss, count=1))
 >>> d = ExplodingGradientDetector()
->>> [len(d.update(rec(i, g))) for i, g in enumerate([1.0, 1.2, 0.9, 50.0])]
+>>> [len(d.update(rec(i, g, l))) for i, (g, l) in enumerate([(1, 2.3), (1.2, 2.2), (0.9, 2.1), (50, 2.9)])]
 [0, 0, 0, 1]
+>>> d = ExplodingGradientDetector()  # the same growth while the loss falls: healthy
+>>> [len(d.update(rec(i, g, l))) for i, (g, l) in enumerate([(1, 2.3), (1.2, 2.2), (0.9, 2.1), (50, 1.5)])]
+[0, 0, 0, 0]
 """
 
 from __future__ import annotations
@@ -87,23 +95,43 @@ class ExplodingGradientDetector:
         reasons: list[str] = []
         ev: dict[str, Any] = {"factor": f}
         g = record.total_grad_norm
-        if enough and _ok(g) and g >= f * median(self.norms):
+        loss = record.loss.mean if record.loss is not None and record.loss.count else float("nan")
+        max_update = max(
+            (lay.update_ratio for lay in record.layers.values() if _ok(lay.update_ratio)),
+            default=0.0,
+        )
+        if _ok(loss) and self.losses:
+            worse = loss > self.losses[-1]
+        else:
+            worse = max_update >= 0.25 * self.t.explode_update_ratio
+        ev["loss_rising"] = bool(worse)
+        if enough and worse and _ok(g) and g >= f * median(self.norms):
             ref = median(self.norms)
-            reasons.append(f"the gradient norm reached {g:.3g}, {g / ref:.0f}x its median {ref:.3g}")
+            reasons.append(
+                f"the gradient norm reached {g:.3g}, {g / ref:.0f}x its median {ref:.3g}"
+            )
             ev.update(grad_norm=g, grad_norm_median=ref)
         dr = self._depth_ratio(record)
-        if enough and _ok(dr) and self.depth_ratios and dr > 1:
+        if enough and worse and _ok(dr) and self.depth_ratios and dr > 1:
             ref = median(self.depth_ratios)
             if ref > 0 and dr >= f * ref:
-                reasons.append(f"gradients grow toward the input: first/last RMS {dr:.3g} (median {ref:.3g})")
+                reasons.append(
+                    f"gradients grow toward the input: first/last RMS {dr:.3g} (median {ref:.3g})"
+                )
                 ev.update(depth_ratio=dr, depth_ratio_median=ref)
-        loss = record.loss.mean if record.loss is not None and record.loss.count else float("nan")
         if self.first_loss is None and _ok(loss):
             self.first_loss = loss
         if enough and _ok(loss) and len(self.losses) >= self.t.explode_history:
             ref = median(self.losses)
-            if ref > 0 and loss >= f * ref and self.first_loss is not None and loss > self.first_loss:
-                reasons.append(f"the loss rose to {loss:.3g}, {loss / ref:.0f}x its median {ref:.3g}")
+            if (
+                ref > 0
+                and loss >= f * ref
+                and self.first_loss is not None
+                and loss > self.first_loss
+            ):
+                reasons.append(
+                    f"the loss rose to {loss:.3g}, {loss / ref:.0f}x its median {ref:.3g}"
+                )
                 ev.update(loss=loss, loss_median=ref)
         big_steps = {
             n: lay.update_ratio
@@ -134,7 +162,9 @@ class ExplodingGradientDetector:
                 self.losses = (self.losses + [loss])[-_HISTORY:]
             for n, lay in record.layers.items():
                 if _ok(lay.grad_norm):
-                    self.layer_norms[n] = (self.layer_norms.get(n, []) + [lay.grad_norm])[-_HISTORY:]
+                    self.layer_norms[n] = (self.layer_norms.get(n, []) + [lay.grad_norm])[
+                        -_HISTORY:
+                    ]
         if not self.trigger.observe("model", bad):
             return []
         if layer is not None and layer in growth:

@@ -34,7 +34,9 @@ class SaturationDetector:
 
     def __init__(self, thresholds: Thresholds | None = None) -> None:
         self.t = thresholds or Thresholds()
-        self.trigger = EdgeTrigger(patience=self.t.saturation_patience, recover=self.t.recover_windows)
+        self.trigger = EdgeTrigger(
+            patience=self.t.saturation_patience, recover=self.t.recover_windows
+        )
 
     def saturated_now(self, record: WindowRecord) -> dict[str, float]:
         out = {}

@@ -49,7 +49,9 @@ class VanishingGradientDetector:
 
     def __init__(self, thresholds: Thresholds | None = None) -> None:
         self.t = thresholds or Thresholds()
-        self.trigger = EdgeTrigger(patience=self.t.vanishing_patience, recover=self.t.recover_windows)
+        self.trigger = EdgeTrigger(
+            patience=self.t.vanishing_patience, recover=self.t.recover_windows
+        )
         self.first_loss: float | None = None
 
     def _explained(self, record: WindowRecord) -> bool:

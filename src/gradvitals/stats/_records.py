@@ -186,7 +186,9 @@ class LayerStats:
         k = self.kind
         if not k:
             return True
-        return k.startswith(("Linear", "Conv", "Bilinear", "RNN", "LSTM", "GRU", "LazyLinear", "LazyConv", "Dense"))
+        return k.startswith(
+            ("Linear", "Conv", "Bilinear", "RNN", "LSTM", "GRU", "LazyLinear", "LazyConv", "Dense")
+        )
 
     @property
     def update_ratio(self) -> float:

@@ -1,0 +1,9 @@
+"""The PyTorch adapter: hooks, collectors and the training monitor.
+
+``gradvitals.watch`` loads this module on first use; importing it imports torch.
+"""
+
+from gradvitals.torch._monitor import Monitor as Monitor
+from gradvitals.torch._monitor import watch as watch
+
+__all__ = ["Monitor", "watch"]

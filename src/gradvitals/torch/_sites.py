@@ -1,0 +1,152 @@
+"""Activation sites: where activations are observed, and their on-device accumulators.
+
+Two kinds of site:
+
+- the **output** of an activation module (``nn.ReLU``, ``nn.Sigmoid``...): a forward
+  hook. Safe with ``ReLU(inplace=True)``: the output is what we need, and no backward
+  hook is used (full backward hooks break on in-place ReLU, pytorch#61519);
+- the **input** of a Linear/Conv layer not fed by an activation module: a forward
+  pre-hook. This catches activations applied functionally (``F.relu`` in
+  ``forward``). The model's own input is never a site, nor an input already produced
+  by an activation module in the same forward pass.
+
+A module called several times per forward (a shared ``self.act``) gets one site per
+call position: ``act``, ``act#1``, ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+try:
+    from gradvitals.activations import activation_name_for_module
+except ImportError:  # pragma: no cover - the catalog is built alongside
+    _NAMES = {
+        "ReLU": "relu",
+        "ReLU6": "relu6",
+        "LeakyReLU": "leaky_relu",
+        "PReLU": "prelu",
+        "RReLU": "rrelu",
+        "ELU": "elu",
+        "SELU": "selu",
+        "CELU": "celu",
+        "GELU": "gelu",
+        "SiLU": "silu",
+        "Mish": "mish",
+        "Softplus": "softplus",
+        "Hardswish": "hardswish",
+        "Sigmoid": "sigmoid",
+        "Tanh": "tanh",
+        "Hardsigmoid": "hardsigmoid",
+        "Hardtanh": "hardtanh",
+        "Softsign": "softsign",
+    }
+
+    def activation_name_for_module(module: object) -> str | None:
+        return _NAMES.get(type(module).__name__)
+
+
+from gradvitals.torch._stats import activation_stats, unit_dim_for
+
+__all__ = ["SiteAccumulator", "plan_sites"]
+
+_AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_PASS_THROUGH = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.Flatten,
+    nn.Identity,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+)
+
+
+@dataclass
+class SiteAccumulator:
+    """On-device sums, counts and masks of one site over the current window."""
+
+    name: str
+    activation: str
+    role: str
+    conv_like: bool
+    units: int = -1
+    n_examples: int = 0  # host ints: known from shapes, no sync
+    n_elements: int = 0
+    positive: torch.Tensor | None = None
+    sums: torch.Tensor | None = None  # [n_zero, n_saturated, n_nonfinite] int64
+    min_value: torch.Tensor | None = None
+    order: int = -1  # first-seen position in forward order
+    shape_changed: bool = field(default=False)
+
+    def reset(self) -> None:
+        self.n_examples = 0
+        self.n_elements = 0
+        self.positive = None
+        self.sums = None
+        self.min_value = None
+
+    def add(self, x: torch.Tensor, eps: float) -> None:
+        ud = unit_dim_for(x.ndim, self.conv_like)
+        units = x.shape[ud] if x.ndim else 1
+        if self.positive is not None and units != self.units:
+            # the same call position changed width: start over rather than mix units
+            self.reset()
+            self.shape_changed = True
+        self.units = units
+        s = activation_stats(x, ud, self.activation, eps)
+        packed = torch.stack([s.n_zero, s.n_saturated, s.n_nonfinite])
+        if self.positive is None:
+            self.positive = s.positive.clone()
+            self.sums = packed
+            self.min_value = s.min_value.float().clone()
+        else:
+            assert self.sums is not None and self.min_value is not None
+            self.positive |= s.positive
+            self.sums += packed
+            self.min_value = torch.minimum(self.min_value, s.min_value.float())
+        self.n_examples += int(x.shape[0]) if x.ndim >= 2 else 1
+        self.n_elements += x.numel()
+
+
+def plan_sites(model: nn.Module) -> tuple[dict[str, str], set[str]]:
+    """Decide which modules are sites, statically.
+
+    Returns:
+        ``(activation_modules, input_sites)``: activation-module name -> catalog name, and
+        the names of Linear/Conv layers whose input is watched because no activation
+        module precedes them in their parent container.
+    """
+    acts: dict[str, str] = {}
+    inputs: set[str] = set()
+    for name, mod in model.named_modules():
+        act = activation_name_for_module(mod)
+        if act is not None and act != "identity":
+            acts[name] = act
+    for parent_name, parent in model.named_modules():
+        children = list(parent.named_children())
+        for i, (child_name, child) in enumerate(children):
+            if not isinstance(child, _AFFINE):
+                continue
+            covered = False
+            for _, prev in reversed(children[:i]):
+                if isinstance(prev, _PASS_THROUGH):
+                    continue
+                covered = activation_name_for_module(prev) is not None
+                break
+            if not covered:
+                full = f"{parent_name}.{child_name}" if parent_name else child_name
+                inputs.add(full)
+    return acts, inputs

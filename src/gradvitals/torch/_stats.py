@@ -1,0 +1,75 @@
+"""Pure per-batch statistics on tensors: what the hooks compute, nothing else.
+
+Each function takes tensors and returns tensors on the same device; none of them syncs
+with the host. The hooks call them; the collector accumulates their results.
+
+>>> import torch
+>>> x = torch.tensor([[0.0, 1.0, -2.0], [0.0, 3.0, -1.0]])
+>>> s = activation_stats(x, unit_dim=1, activation="relu", eps=0.01)
+>>> s.positive.tolist(), int(s.n_zero), int(s.n_nonfinite)
+([False, True, False], 2, 0)
+>>> y = torch.sigmoid(torch.tensor([[-10.0, 0.0, 10.0]]))
+>>> int(activation_stats(y, 1, "sigmoid", 0.01).n_saturated)
+2
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["ActivationStats", "activation_stats", "unit_dim_for"]
+
+
+class ActivationStats(NamedTuple):
+    positive: torch.Tensor  # (units,) bool: unit > 0 for some example
+    n_zero: torch.Tensor  # () values exactly 0
+    n_saturated: torch.Tensor  # () values within eps of an asymptote (0 if not saturating)
+    n_nonfinite: torch.Tensor  # () units with a NaN/Inf value
+    min_value: torch.Tensor  # () smallest value
+
+
+def unit_dim_for(ndim: int, conv_like: bool) -> int:
+    """The dimension that indexes units: features (last) or channels (dim 1 of N,C,...).
+
+    >>> unit_dim_for(2, False), unit_dim_for(4, False), unit_dim_for(3, True), unit_dim_for(3, False)
+    (1, 1, 1, 2)
+    """
+    if ndim <= 1:
+        return 0
+    if ndim == 2 or ndim >= 4:
+        return 1
+    return 1 if conv_like else 2
+
+
+_SIGMOID_LIKE = frozenset({"sigmoid", "hardsigmoid"})
+_TANH_LIKE = frozenset({"tanh", "hardtanh", "softsign"})
+
+
+@torch.no_grad()
+def activation_stats(
+    x: torch.Tensor, unit_dim: int, activation: str, eps: float
+) -> ActivationStats:
+    r"""Sufficient statistics of one batch of activations ``x``.
+
+    - ``positive[u]`` = :math:`\max_{\text{examples, positions}} x_u > 0`;
+    - ``n_saturated``: for sigmoid-like outputs, :math:`\#\{x < \epsilon \lor x > 1-\epsilon\}`;
+      for tanh-like, :math:`\#\{|x| > 1-\epsilon\}`.
+    """
+    x = x.detach()
+    dims = tuple(d for d in range(x.ndim) if d != unit_dim % max(x.ndim, 1))
+    mx = x.amax(dim=dims) if dims else x
+    mn = x.amin()
+    positive = mx > 0
+    n_nonfinite = (~torch.isfinite(mx)).sum() + torch.isneginf(mn).to(torch.int64)
+    if activation in _SIGMOID_LIKE:
+        n_sat = ((x < eps) | (x > 1.0 - eps)).sum()
+        n_zero = torch.zeros((), dtype=torch.int64, device=x.device)
+    elif activation in _TANH_LIKE:
+        n_sat = (x.abs() > 1.0 - eps).sum()
+        n_zero = torch.zeros((), dtype=torch.int64, device=x.device)
+    else:
+        n_sat = torch.zeros((), dtype=torch.int64, device=x.device)
+        n_zero = (x == 0).sum()
+    return ActivationStats(positive, n_zero, n_sat, n_nonfinite, mn)

@@ -1,0 +1,367 @@
+"""The one-page HTML report of a gradvitals run (``gradvitals report LOGDIR``).
+
+One self-contained file: figures are embedded PNGs, styles are inline, nothing is
+fetched. Sections: a summary (healthy or not, what to do first, counts), heat maps
+of each vital sign (layers x steps), gradient norms and loss, a timeline of findings
+and repairs with their remedies and code, and the final statistics per layer.
+
+Every piece of text from the log (layer names, messages, code) is escaped with
+:func:`html.escape`, so a module named ``<script>`` shows as text.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from gradvitals.errors import GradvitalsError
+from gradvitals.findings import Finding
+from gradvitals.report._read import RunData, read_run
+from gradvitals.report._summary import fmt_value, most_important, repair_outcome, sentence
+
+__all__ = ["render_html", "write_report"]
+
+
+def _e(x: object) -> str:
+    return html.escape(str(x), quote=True)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1180px;
+padding:24px;color:#1d1d1f;background:#fff;line-height:1.45}
+h1{margin:0 0 4px}h2{margin-top:36px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.path{color:#666;font-family:ui-monospace,monospace;margin:0}
+.status{border-radius:8px;padding:16px 20px;margin-top:20px}
+.status.healthy{background:#e8f6ec;border:1px solid #5cb85c}
+.status.failing{background:#fdecea;border:1px solid #d9534f}
+.status.empty{background:#f4f4f6;border:1px solid #aaa}
+.status h2{margin:0;border:none}
+.first{margin-top:12px}
+pre{background:#f4f4f6;border:1px solid #e1e1e6;border-radius:4px;padding:8px 10px;overflow-x:auto;margin:6px 0}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:0.92em}
+table{border-collapse:collapse;width:100%;font-size:0.93em}
+th,td{border:1px solid #ddd;padding:5px 8px;text-align:left;vertical-align:top}
+th{background:#f7f7f9}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.kind{display:inline-block;border-radius:10px;padding:1px 8px;font-size:0.85em;background:#d9534f;color:#fff}
+.kind.repair{background:#337ab7}
+figure{margin:16px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{color:#555;font-size:0.9em}
+ul.counts{display:flex;flex-wrap:wrap;gap:8px 22px;padding:0;list-style:none;margin:12px 0 0}
+ol.remedies{margin:4px 0 0 0;padding-left:20px}
+.muted{color:#666}
+footer{margin-top:40px;color:#888;font-size:0.85em}
+"""
+
+_FINAL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("dead_fraction", "dead fraction"),
+    ("zero_fraction", "zero fraction"),
+    ("saturation", "saturation"),
+    ("grad_norm", "gradient norm"),
+    ("update_ratio", "update ratio"),
+)
+
+
+_CAPTIONS = {
+    "dead_fraction": "fraction of units never positive for any example of the window",
+    "saturation": "fraction of sigmoid/tanh outputs at an asymptote",
+    "grad_norm": "log10 of the layer's gradient norm",
+    "update_ratio": "log10 of |update| / |weight|; white is the healthy 1e-3, red too large, "
+    "blue too small",
+}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _count(n: int, word: str) -> str:
+    return f"<strong>{n}</strong> {word if n == 1 else word + 's'}"
+
+
+def _where(f: Finding) -> str:
+    return f" in <code>{_e(f.layer)}</code>" if f.layer else ""
+
+
+def _summary(run: RunData) -> str:
+    steps = run.steps()
+    layers = {la for sec, *_ in _FINAL_COLUMNS for la in run.layers(sec)}
+    counts = [
+        f"<li>{_count(len(steps), 'window')}</li>",
+        f"<li>steps <strong>{steps[0]}–{steps[-1]}</strong></li>" if steps else "",
+        f"<li>{_count(len(layers), 'layer')}</li>",
+        f"<li>{_count(len(run.findings), 'finding')}</li>",
+    ]
+    if run.repairs:
+        ok = sum(1 for r in run.repairs if r.get("healthy_after") is True)
+        counts.append(f"<li>{_count(len(run.repairs), 'repair')} ({ok} healthy after)</li>")
+    by_kind = Counter(f.kind.value for f in run.findings)
+    counts.extend(f"<li>{_e(k)}: <strong>{n}</strong></li>" for k, n in sorted(by_kind.items()))
+    first = most_important(run.findings)
+    if first is None and not steps:
+        head = (
+            '<div class="status empty"><h2>No statistics yet</h2>'
+            "<p>The log marks a gradvitals run but holds no window: training stopped (or is "
+            "still running) before the first sync. No failures found so far.</p>"
+        )
+    elif first is None:
+        span = f" (steps {steps[0]}–{steps[-1]})" if steps else ""
+        head = (
+            '<div class="status healthy"><h2>Healthy: No failures found</h2>'
+            f"<p>No failures found in {_plural(len(steps), 'window')}{span}: no vanishing or "
+            "exploding gradients, dead units, saturation or NaNs crossed their thresholds.</p>"
+        )
+    else:
+        n = len(run.findings)
+        head = (
+            f'<div class="status failing"><h2>Not healthy: {_plural(n, "failure")} found</h2>'
+            f"<p>Most urgent: <strong>{_e(first.kind.value)}</strong>{_where(first)} at step "
+            f"{first.step}: {_e(sentence(first.message))}</p>"
+        )
+        if first.remedies:
+            r = first.remedies[0]
+            head += (
+                f'<div class="first">What to do first: <strong>{_e(r.action)}</strong>.'
+                f' <span class="muted">{_e(r.why)}</span>'
+                + (f"<pre><code>{_e(r.code)}</code></pre>" if r.code else "")
+                + "</div>"
+            )
+    head += f'<ul class="counts">{"".join(c for c in counts if c)}</ul></div>'
+    if run.run_info:
+        rows = "".join(
+            f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in run.run_info.items()
+        )
+        head += f'<details><summary>Run info</summary><table class="info">{rows}</table></details>'
+    return f'<section id="summary">{head}</section>'
+
+
+def _figure(uri: str | None, alt: str, caption: str) -> str:
+    if uri is None:
+        return ""
+    return (
+        f'<figure><img src="{uri}" alt="{_e(alt)}"><figcaption>{_e(caption)}</figcaption></figure>'
+    )
+
+
+def _heatmaps(run: RunData, figs: dict[str, str | None]) -> str:
+    from gradvitals.report._plots import HEATMAPS
+
+    parts = []
+    for section, (title, _, _, _) in HEATMAPS.items():
+        parts.append(
+            _figure(
+                figs.get(section),
+                f"{title} heat map",
+                f"{title}: {_CAPTIONS[section]}. One row per layer (first layer on top), one "
+                "column per window; markers: findings; grey: not measured.",
+            )
+        )
+    body = "".join(parts) or '<p class="muted">No per-layer statistics in this log.</p>'
+    return f'<section id="heatmaps"><h2>Vital signs per layer</h2>{body}</section>'
+
+
+def _norms(figs: dict[str, str | None]) -> str:
+    body = _figure(
+        figs.get("grad_norm_lines"),
+        "gradient norms per layer",
+        "Gradient norm of each layer on a log scale; dotted red lines: findings.",
+    ) + _figure(figs.get("loss"), "training loss", "Mean training loss per window.")
+    body = body or '<p class="muted">No gradient norms or loss in this log.</p>'
+    return f'<section id="grad-norms"><h2>Gradient norms and loss</h2>{body}</section>'
+
+
+def _remedies(f: Finding) -> str:
+    if not f.remedies:
+        return ""
+    items = "".join(
+        f'<li><strong>{_e(r.action)}</strong>. <span class="muted">{_e(r.why)}</span>'
+        + (f"<pre><code>{_e(r.code)}</code></pre>" if r.code else "")
+        + "</li>"
+        for r in f.remedies
+    )
+    return f'<ol class="remedies">{items}</ol>'
+
+
+def _evidence(f: Finding) -> str:
+    if not f.evidence:
+        return ""
+    items = ", ".join(
+        f"{_e(k)}={_e(fmt_value(v) if isinstance(v, float) else v)}" for k, v in f.evidence.items()
+    )
+    return f'<div class="muted">evidence: {items}</div>'
+
+
+def _timeline(run: RunData) -> str:
+    rows: list[tuple[int, int, str]] = []
+    for f in run.findings:
+        final = " (could not repair)" if f.final else ""
+        rows.append(
+            (
+                f.step,
+                0,
+                f'<tr class="finding"><td class="num">{f.step}</td>'
+                f'<td><span class="kind">{_e(f.kind.value)}</span>{_e(final)}</td>'
+                f"<td>{'<code>' + _e(f.layer) + '</code>' if f.layer else '<span class=muted>model</span>'}</td>"
+                f"<td>{_e(sentence(f.message))}{_evidence(f)}{_remedies(f)}</td></tr>",
+            )
+        )
+    for r in run.repairs:
+        step = r.get("step", "?")
+        kind = r.get("kind") or ""
+        layer = r.get("layer")
+        reason = f" {_e(sentence(str(r['reason'])))}" if r.get("reason") else ""
+        rows.append(
+            (
+                step if isinstance(step, int) else -1,
+                1,
+                f'<tr class="repair"><td class="num">{_e(step)}</td>'
+                f'<td><span class="kind repair">repair</span> {_e(kind)}</td>'
+                f"<td>{'<code>' + _e(layer) + '</code>' if layer else '<span class=muted>model</span>'}</td>"
+                f"<td>Applied <code>{_e(r.get('action', '?'))}</code>.{reason} "
+                f"<strong>{_e(repair_outcome(r).capitalize())}.</strong></td></tr>",
+            )
+        )
+    if not rows:
+        body = '<p class="muted">No findings and no repairs.</p>'
+    else:
+        rows.sort(key=lambda x: (x[0], x[1]))
+        body = (
+            "<table><thead><tr><th>step</th><th>event</th><th>layer</th><th>details and remedies</th>"
+            f"</tr></thead><tbody>{''.join(r[2] for r in rows)}</tbody></table>"
+        )
+    return f'<section id="timeline"><h2>Timeline of findings and repairs</h2>{body}</section>'
+
+
+def _final_table(run: RunData) -> str:
+    finals = {sec: run.final_values(sec) for sec, _ in _FINAL_COLUMNS}
+    cols = [(sec, name) for sec, name in _FINAL_COLUMNS if finals[sec]]
+    layers: list[str] = []
+    for sec, _ in cols:
+        layers.extend(la for la in run.layers(sec) if la not in layers)
+    if not layers:
+        return (
+            '<section id="final-stats"><h2>Final statistics per layer</h2>'
+            '<p class="muted">No per-layer statistics in this log.</p></section>'
+        )
+    kinds: dict[str, set[str]] = {}
+    for f in run.findings:
+        if f.layer:
+            kinds.setdefault(f.layer, set()).add(f.kind.value)
+    head = "".join(f"<th>{_e(name)}</th>" for _, name in cols)
+    rows = []
+    for layer in layers:
+        cells = "".join(
+            f'<td class="num">{_e(fmt_value(finals[sec].get(layer)))}</td>' for sec, _ in cols
+        )
+        found = ", ".join(sorted(kinds.get(layer, ())))
+        rows.append(f"<tr><td><code>{_e(layer)}</code></td>{cells}<td>{_e(found)}</td></tr>")
+    return (
+        '<section id="final-stats"><h2>Final statistics per layer</h2>'
+        '<p class="muted">Each layer\'s value in its last logged window.</p>'
+        f"<table><thead><tr><th>layer</th>{head}<th>findings</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
+
+
+def render_html(run: RunData, *, on_figure: Callable[[], None] | None = None) -> str:
+    """The report page for ``run``, as a string.
+
+    Args:
+        run: what :func:`~gradvitals.report.read_run` returned.
+        on_figure: called after each figure is drawn (for a progress bar).
+    """
+    from gradvitals import __version__
+    from gradvitals.report import _plots
+
+    tick: Callable[[], None] = on_figure or (lambda: None)
+    figs: dict[str, str | None] = {}
+    for section in _plots.HEATMAPS:
+        findings = [
+            f for f in run.findings if f.layer in set(run.layers(section)) or f.layer is None
+        ]
+        figs[section] = _plots.heatmap(run, section, findings)
+        tick()
+    figs["grad_norm_lines"] = _plots.grad_norm_plot(run, run.findings)
+    tick()
+    figs["loss"] = _plots.loss_plot(run)
+    tick()
+    title = f"gradvitals report: {run.log_dir.name or run.log_dir}"
+    body = "".join(
+        [
+            f'<header><h1>gradvitals report</h1><p class="path">{_e(run.log_dir)}</p></header>',
+            _summary(run),
+            _heatmaps(run, figs),
+            _norms(figs),
+            _timeline(run),
+            _final_table(run),
+            f"<footer>Written by gradvitals {_e(__version__)} from "
+            f"{_plural(len(run.event_files), 'event file')}.</footer>",
+        ]
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def write_report(
+    log_dir: str | os.PathLike[str],
+    out_path: str | os.PathLike[str] | None = None,
+    *,
+    progress: bool = False,
+) -> Path:
+    """Read a gradvitals log and write its HTML report.
+
+    Args:
+        log_dir: the ``log_dir`` given to ``gradvitals.watch`` (or one event file).
+        out_path: where to write; default ``<log_dir>/report.html``.
+        progress: draw a progress bar on stderr if it takes more than 2 seconds.
+
+    Returns:
+        The path written.
+
+    Raises:
+        GradvitalsError: the log is missing, empty, corrupt or not from gradvitals,
+            or the output cannot be written.
+    """
+    from gradvitals._progress import Progress
+
+    # stages: 1 per MiB checked, 6 figures, 1 write
+    total_bytes = _event_bytes(log_dir)
+    bar = Progress(max(1, total_bytes >> 20) + 7, "gradvitals report", disable=not progress)
+    try:
+        run = read_run(log_dir, on_progress=lambda n: bar.update(n >> 20))
+        html_text = render_html(run, on_figure=bar.update)
+        out = Path(out_path) if out_path is not None else _default_out(Path(log_dir))
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(html_text, encoding="utf-8")
+        except OSError as e:
+            raise GradvitalsError(f"cannot write the report to {out}: {e.strerror or e}") from e
+        bar.update()
+    except BaseException:
+        if not bar.disable:  # wipe a half-drawn bar so the error is the only line left
+            bar.disable = True
+            if time.perf_counter() - bar.t0 >= bar.min_seconds:
+                bar.file.write("\r\x1b[K")
+        raise
+    finally:
+        bar.close()
+    return out
+
+
+def _default_out(log_dir: Path) -> Path:
+    return (log_dir if log_dir.is_dir() else log_dir.parent) / "report.html"
+
+
+def _event_bytes(log_dir: str | os.PathLike[str]) -> int:
+    p = Path(log_dir)
+    files: Iterable[Path] = [p] if p.is_file() else (p.glob("*tfevents*") if p.is_dir() else [])
+    try:
+        return sum(f.stat().st_size for f in files if f.is_file())
+    except OSError:
+        return 0

@@ -1,0 +1,62 @@
+"""Tag names gradvitals writes to TensorBoard, shared by the writer and the reader.
+
+Scalars are ``<statistic>/<layer>`` (one TensorBoard section per statistic), plus
+``loss/train`` and ``grad_norm_total/model``. Text summaries carry findings and
+repairs twice: as markdown for people and as JSON for :func:`~gradvitals.report.read_run`.
+
+>>> split_tag("dead_fraction/net.1")
+('dead_fraction', 'net.1')
+>>> split_tag("grad_norm/encoder/layer.0")  # a layer name may contain slashes
+('grad_norm', 'encoder/layer.0')
+>>> split_tag("loss")
+('loss', '')
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FINAL_JSON_TAG",
+    "FINDINGS_JSON_TAG",
+    "FINDINGS_TAG",
+    "FORMAT_VERSION",
+    "GRADVITALS_SECTIONS",
+    "LAYER_SECTIONS",
+    "LOSS_TAG",
+    "REPAIRS_JSON_TAG",
+    "REPAIRS_TAG",
+    "RUN_INFO_TAG",
+    "SUMMARY_TAG",
+    "TOTAL_GRAD_NORM_TAG",
+    "split_tag",
+]
+
+#: Per-layer statistics, in the order the report shows them.
+LAYER_SECTIONS: tuple[str, ...] = (
+    "dead_fraction",
+    "zero_fraction",
+    "saturation",
+    "grad_norm",
+    "update_ratio",
+)
+LOSS_TAG = "loss/train"
+TOTAL_GRAD_NORM_TAG = "grad_norm_total/model"
+#: Every scalar section gradvitals writes; a log with none of them is not ours.
+GRADVITALS_SECTIONS: frozenset[str] = frozenset({*LAYER_SECTIONS, "loss", "grad_norm_total"})
+
+#: Markdown text, for people (TensorBoard's Text tab).
+FINDINGS_TAG = "findings"
+REPAIRS_TAG = "repairs"
+SUMMARY_TAG = "summary"
+#: JSON text, for machines: a list of ``Finding.to_dict()`` / repair dicts per event.
+FINDINGS_JSON_TAG = "gradvitals/findings_json"
+REPAIRS_JSON_TAG = "gradvitals/repairs_json"
+FINAL_JSON_TAG = "gradvitals/final_findings_json"
+#: JSON object ``{"gradvitals": version, "format": FORMAT_VERSION, ...}``; marks our logs.
+RUN_INFO_TAG = "gradvitals/run_info"
+FORMAT_VERSION = 1
+
+
+def split_tag(tag: str) -> tuple[str, str]:
+    """``"<section>/<rest>"`` -> ``(section, rest)``; the rest may contain ``/``."""
+    section, _, rest = tag.partition("/")
+    return section, rest

@@ -1,0 +1,248 @@
+"""Write gradvitals' vital signs to a TensorBoard event file, with no ML framework.
+
+:class:`TensorBoardSink` writes ``record.scalars()`` once per sync window, findings
+and repairs as text (markdown for people, JSON for :func:`~gradvitals.report.read_run`),
+a ``gradvitals/run_info`` marker and a custom-scalars layout. It uses only the
+``tensorboard`` package: protos from ``tensorboard.compat.proto`` and the TFRecord
+framing of ``tensorboard.summary.writer.record_writer``. It does not use
+``EventFileWriter``, whose ``tf.io.gfile`` would import TensorFlow when installed.
+
+Writes are synchronous and flushed at each call: the adapters call the sink only at
+sync points (every few dozen steps), and a crash then loses nothing already logged.
+
+>>> import tempfile
+>>> from gradvitals.stats import LayerStats, WindowRecord
+>>> rec = WindowRecord(index=0, step_start=1, step_end=10,
+...                    layers={"fc1": LayerStats("fc1", grad_norm=0.5, weight_norm=2.0, update_norm=0.002)})
+>>> with TensorBoardSink(tempfile.mkdtemp(), run_info={"model": "mlp"}) as sink:
+...     sink.write_window(rec, [])
+>>> sorted(rec.scalars())
+['grad_norm/fc1', 'grad_norm_total/model', 'update_ratio/fc1']
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from gradvitals.errors import UsageError
+from gradvitals.findings import Finding
+from gradvitals.report import _tags as T
+from gradvitals.report._deps import require
+from gradvitals.report._markdown import findings_markdown, repair_markdown, summary_markdown
+from gradvitals.report._summary import to_json
+from gradvitals.stats import WindowRecord
+
+__all__ = ["TensorBoardSink", "scalars_layout"]
+
+_uid = itertools.count()
+
+#: The custom-scalars dashboard: category -> [(chart title, [tag regexes])].
+LAYOUT: tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
+    ("Loss", (("training loss", ("^loss/",)),)),
+    (
+        "Dead units",
+        (
+            ("dead fraction per layer (units never positive in a window)", ("^dead_fraction/",)),
+            ("zero fraction per layer (sparsity, not death)", ("^zero_fraction/",)),
+        ),
+    ),
+    ("Saturation", (("saturated fraction per layer", ("^saturation/",)),)),
+    (
+        "Gradient norms",
+        (
+            ("gradient norm per layer", ("^grad_norm/",)),
+            ("global gradient norm", ("^grad_norm_total/",)),
+        ),
+    ),
+    ("Update ratios", (("update / weight norm per layer (healthy ~1e-3)", ("^update_ratio/",)),)),
+)
+
+
+def scalars_layout() -> Any:
+    """The custom-scalars ``Layout`` proto: Loss, Dead units, Saturation, Gradient norms,
+    Update ratios (charts select tags by regex)."""
+    layout_pb2 = require(
+        "tensorboard.plugins.custom_scalar.layout_pb2",
+        feature="TensorBoard logs",
+        extra="tensorboard",
+    )
+    categories = [
+        layout_pb2.Category(
+            title=title,
+            chart=[
+                layout_pb2.Chart(title=chart, multiline=layout_pb2.MultilineChartContent(tag=tags))
+                for chart, tags in charts
+            ],
+        )
+        for title, charts in LAYOUT
+    ]
+    return layout_pb2.Layout(category=categories)
+
+
+def _int(x: Any) -> int:
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        return 0
+
+
+class _Protos:
+    """The tensorboard protos, imported once on first use."""
+
+    def __init__(self) -> None:
+        req = {"feature": "TensorBoard logs", "extra": "tensorboard"}
+        self.event_pb2 = require("tensorboard.compat.proto.event_pb2", **req)
+        self.summary_pb2 = require("tensorboard.compat.proto.summary_pb2", **req)
+        self.tensor_pb2 = require("tensorboard.compat.proto.tensor_pb2", **req)
+        self.shape_pb2 = require("tensorboard.compat.proto.tensor_shape_pb2", **req)
+        self.types_pb2 = require("tensorboard.compat.proto.types_pb2", **req)
+        text_data = require("tensorboard.plugins.text.plugin_data_pb2", **req)
+        self.record_writer = require("tensorboard.summary.writer.record_writer", **req)
+        S = self.summary_pb2.SummaryMetadata
+        self.text_meta = S(
+            plugin_data=S.PluginData(
+                plugin_name="text", content=text_data.TextPluginData(version=0).SerializeToString()
+            )
+        )
+        self.layout_meta = S(plugin_data=S.PluginData(plugin_name="custom_scalars"))
+
+    def string_value(self, tag: str, payload: bytes, meta: Any) -> Any:
+        tensor = self.tensor_pb2.TensorProto(
+            dtype=self.types_pb2.DT_STRING,
+            string_val=[payload],
+            tensor_shape=self.shape_pb2.TensorShapeProto(),
+        )
+        return self.summary_pb2.Summary.Value(tag=tag, metadata=meta, tensor=tensor)
+
+    def text(self, tag: str, text: str) -> Any:
+        return self.string_value(tag, text.encode("utf-8"), self.text_meta)
+
+
+class TensorBoardSink:
+    """Writes vital signs, findings and repairs to one event file in ``log_dir``.
+
+    Args:
+        log_dir: the run directory (created if missing). Point ``tensorboard --logdir``
+            or ``gradvitals report`` at it.
+        run_info: extra JSON-serialisable facts about the run (model name, sync
+            interval...), stored under ``gradvitals/run_info`` with the gradvitals version.
+
+    Call :meth:`close` (or use ``with``) when done; an unclosed sink is closed at exit.
+    """
+
+    def __init__(
+        self, log_dir: str | os.PathLike[str], *, run_info: dict[str, Any] | None = None
+    ) -> None:
+        self._pb = _Protos()
+        self.log_dir = Path(log_dir)
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(
+                f"cannot create the TensorBoard log dir {self.log_dir}: {e.strerror or e}"
+            ) from e
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_uid)}"
+        self.path = self.log_dir / name
+        self._file: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 - closed by close()/finalizer
+        self._writer = self._pb.record_writer.RecordWriter(self._file)
+        self._finalizer = weakref.finalize(self, self._file.close)
+        self._lock = threading.Lock()
+        self._last_step = 0
+        self._emit(self._pb.event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+        from gradvitals import __version__
+
+        info = {"gradvitals": __version__, "format": T.FORMAT_VERSION, **(run_info or {})}
+        layout = self._pb.string_value(
+            "custom_scalars__config__", scalars_layout().SerializeToString(), self._pb.layout_meta
+        )
+        self._write_values(0, [self._pb.text(T.RUN_INFO_TAG, to_json(info)), layout])
+
+    # -- writing -------------------------------------------------------------------
+    def _emit(self, event: Any) -> None:
+        with self._lock:
+            if self._file.closed:
+                raise UsageError(
+                    f"this TensorBoardSink ({self.path}) is closed; create a new one to log more"
+                )
+            self._writer.write(event.SerializeToString())
+            self._file.flush()
+
+    def _write_values(self, step: int, values: list[Any]) -> None:
+        if not values:
+            return
+        summary = self._pb.summary_pb2.Summary(value=values)
+        self._emit(self._pb.event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def write_window(self, record: WindowRecord, findings: list[Finding]) -> None:
+        """Log one window: ``record.scalars()`` at ``record.step``, and its findings as text."""
+        S = self._pb.summary_pb2.Summary
+        values = [S.Value(tag=tag, simple_value=v) for tag, v in record.scalars().items()]
+        values += self._findings_values(findings, T.FINDINGS_TAG, T.FINDINGS_JSON_TAG)
+        self._last_step = max(self._last_step, int(record.step))
+        self._write_values(record.step, values)
+
+    def _findings_values(self, findings: list[Finding], md_tag: str, json_tag: str) -> list[Any]:
+        if not findings:
+            return []
+        return [
+            self._pb.text(md_tag, findings_markdown(findings)),
+            self._pb.text(json_tag, to_json([f.to_dict() for f in findings])),
+        ]
+
+    def write_repair(self, repair: Mapping[str, Any]) -> None:
+        """Log a repair record ``{"step", "action", "reason", "kind", "layer", "healthy_after"}``.
+
+        A repair is often settled windows after it was applied; the event goes at the
+        latest step written (TensorBoard drops data it sees going back in steps), and
+        the record keeps its own ``step``.
+        """
+        step = max(self._last_step, _int(repair.get("step")))
+        self._last_step = step
+        values = [
+            self._pb.text(T.REPAIRS_TAG, repair_markdown(repair)),
+            self._pb.text(T.REPAIRS_JSON_TAG, to_json([dict(repair)])),
+        ]
+        self._write_values(step, values)
+
+    def write_final(self, findings: list[Finding]) -> None:
+        """Log the end-of-run summary (``summary``) at the last step seen.
+
+        ``findings`` may repeat per-window ones (the reader de-duplicates) or hold only
+        the final "could not repair" ones.
+        """
+        values = [self._pb.text(T.SUMMARY_TAG, summary_markdown(findings))]
+        values.append(self._pb.text(T.FINAL_JSON_TAG, to_json([f.to_dict() for f in findings])))
+        self._write_values(self._last_step, values)
+
+    def flush(self) -> None:
+        """Push buffered bytes to the OS (each write already does)."""
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file; later writes raise ``UsageError``. Idempotent."""
+        with self._lock:
+            self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def __enter__(self) -> TensorBoardSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TensorBoardSink({str(self.log_dir)!r})"

@@ -1,0 +1,394 @@
+"""TensorBoardSink writes what read_run reads back: scalars, findings, repairs, run info.
+
+TensorBoard's own reader (``EventAccumulator``) is the oracle for "TensorBoard shows
+it". It runs in a subprocess with TensorBoard's TensorFlow stub forced: with
+TensorFlow installed, its file loader would import TensorFlow (seconds) and forcing
+the stub in this process would break Keras' TensorBoard callback in other tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorboard")
+
+from tensorboard.compat.proto import (
+    event_pb2,
+    summary_pb2,
+    tensor_pb2,
+    tensor_shape_pb2,
+    types_pb2,
+)
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.summary.writer.record_writer import RecordWriter
+
+from gradvitals import FailureMode, Finding, remedies_for
+from gradvitals.errors import UsageError
+from gradvitals.report import RunData, TensorBoardSink, read_run
+from gradvitals.report._synthetic import synthetic_run
+from gradvitals.stats import LayerStats, SiteStats, WindowRecord
+
+REPAIR = {
+    "step": 90,
+    "action": "lower_lr",
+    "reason": "88% of units dead",
+    "kind": "dying_relu",
+    "layer": "net.3",
+    "healthy_after": True,
+}
+
+
+def _write(log_dir: Path, mode: str = "dying_relu", **info: object) -> tuple[list, list]:
+    records, findings = synthetic_run(mode)
+    with TensorBoardSink(log_dir, run_info=dict(info)) as sink:
+        for r in records:
+            sink.write_window(r, [f for f in findings if f.step == r.step])
+        if findings:
+            sink.write_repair(REPAIR)
+        sink.write_final(findings)
+    return records, findings
+
+
+_ORACLE = r"""
+import base64, json, sys, types
+sys.modules["tensorboard.compat.notf"] = types.ModuleType("tensorboard.compat.notf")
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
+log_dir = sys.argv[1]
+if len(sys.argv) > 2:  # first write tensor-style scalars with tensorboard.summary.Writer
+    from tensorboard.summary import Writer
+    w = Writer(log_dir)
+    for step in (10, 20, 30):
+        w.add_scalar("grad_norm/dense_1", 0.5 * step, step=step)
+        w.add_scalar("dead_fraction/dense_1", 0.1, step=step)
+    w.close()
+acc = EventAccumulator(log_dir, size_guidance={"scalars": 0, "tensors": 0})
+acc.Reload()
+out = {"scalars": {t: [[e.step, e.value] for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]},
+       "tensors": {}}
+for t in acc.Tags()["tensors"]:
+    vals = []
+    for e in acc.Tensors(t):
+        a = tensor_util.make_ndarray(e.tensor_proto)
+        v = a.reshape(-1)[0]
+        vals.append([e.step, base64.b64encode(v).decode() if isinstance(v, bytes) else float(v)])
+    out["tensors"][t] = {"plugin": acc.SummaryMetadata(t).plugin_data.plugin_name, "values": vals}
+print(json.dumps(out))
+"""
+
+
+def tensorboard_view(log_dir: Path, *, write_tensor_scalars: bool = False) -> dict:
+    """What TensorBoard's EventAccumulator reads from ``log_dir`` (text as base64)."""
+    argv = [sys.executable, "-c", _ORACLE, str(log_dir), *(["w"] if write_tensor_scalars else [])]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    view = json.loads(proc.stdout.splitlines()[-1])
+    for t in view["tensors"].values():
+        if t["plugin"] in ("text", "custom_scalars"):
+            t["values"] = [[s, base64.b64decode(v)] for s, v in t["values"]]
+    return view
+
+
+def write_events(log_dir: Path, values_by_step: list[tuple[int, list]]) -> None:
+    """Write raw ``Summary.Value`` protos, one event per step, like any other writer."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "events.out.tfevents.1.test", "wb") as fh:
+        rw = RecordWriter(fh)
+        rw.write(event_pb2.Event(file_version="brain.Event:2").SerializeToString())
+        for step, values in values_by_step:
+            ev = event_pb2.Event(step=step, summary=summary_pb2.Summary(value=values))
+            rw.write(ev.SerializeToString())
+
+
+def test_scalars_round_trip(tmp_path: Path) -> None:
+    records, _ = _write(tmp_path)
+    run = read_run(tmp_path)
+    written: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        for tag, v in r.scalars().items():
+            written.setdefault(tag, []).append((r.step, v))
+    assert set(run.scalars) == set(written)
+    for tag, pts in written.items():
+        got = run.scalars[tag]
+        assert [s for s, _ in got] == [s for s, _ in pts]
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in pts], rtol=1e-6)  # float32
+
+
+def test_findings_and_repairs_round_trip(tmp_path: Path) -> None:
+    _, findings = _write(tmp_path)
+    run = read_run(tmp_path)
+    assert [f.to_dict() for f in run.findings] == [f.to_dict() for f in findings]
+    assert run.findings[0].remedies[0].code == findings[0].remedies[0].code
+    assert run.repairs == [REPAIR]
+    assert not run.healthy
+
+
+def test_repairs_settled_late_keep_their_step_and_never_go_back(tmp_path: Path) -> None:
+    """TensorBoard purges data when steps go back; repairs are settled windows later."""
+    from gradvitals.report._records import iter_records
+
+    records, _ = synthetic_run("healthy")
+    with TensorBoardSink(tmp_path) as sink:
+        for r in records:
+            sink.write_window(r, [])
+        sink.write_repair({**REPAIR, "step": 100})
+        sink.write_repair({**REPAIR, "step": 40})  # applied at 40, settled at the end
+    (event_file,) = tmp_path.glob("events.out.tfevents.*")
+    steps = [event_pb2.Event.FromString(raw).step for raw in iter_records(event_file)]
+    assert steps == sorted(steps) and steps[-1] == records[-1].step
+    assert [r["step"] for r in read_run(tmp_path).repairs] == [40, 100]
+
+
+def test_run_info_marks_a_gradvitals_log(tmp_path: Path) -> None:
+    import gradvitals
+
+    _write(tmp_path, "healthy", model="mlp", sync_every=10)
+    run = read_run(tmp_path)
+    assert run.run_info["gradvitals"] == gradvitals.__version__
+    assert run.run_info["format"] == 1
+    assert run.run_info["model"] == "mlp" and run.run_info["sync_every"] == 10
+    assert run.healthy and run.findings == [] and run.repairs == []
+
+
+def test_tensorboard_reads_scalars_text_and_layout(tmp_path: Path) -> None:
+    records, findings = _write(tmp_path)
+    view = tensorboard_view(tmp_path)
+    expected = set(records[0].scalars())
+    assert expected == {
+        "dead_fraction/net.1",
+        "dead_fraction/net.3",
+        "zero_fraction/net.1",
+        "zero_fraction/net.3",
+        "grad_norm/net.0",
+        "grad_norm/net.2",
+        "grad_norm/net.4",
+        "update_ratio/net.0",
+        "update_ratio/net.2",
+        "update_ratio/net.4",
+        "loss/train",
+        "grad_norm_total/model",
+    }
+    # scalar-style: TensorBoard's Scalars tab, one point per window
+    assert set(view["scalars"]) == expected
+    assert [s for s, _ in view["scalars"]["dead_fraction/net.3"]] == [r.step for r in records]
+    assert view["scalars"]["loss/train"][0][1] == pytest.approx(records[0].loss.mean, rel=1e-6)
+
+    tensors = view["tensors"]
+    assert set(tensors) == {
+        "findings",
+        "repairs",
+        "summary",
+        "gradvitals/findings_json",
+        "gradvitals/repairs_json",
+        "gradvitals/final_findings_json",
+        "gradvitals/run_info",
+        "custom_scalars__config__",
+    }
+    assert {t["plugin"] for n, t in tensors.items() if n != "custom_scalars__config__"} == {"text"}
+    ((step, md),) = tensors["findings"]["values"]
+    f = findings[0]
+    assert step == f.step
+    md = md.decode()
+    assert f"### dying_relu in `net.3` at step {f.step}" in md
+    assert f.remedies[0].action in md and f.remedies[0].code in md
+    repair_md = tensors["repairs"]["values"][0][1].decode()
+    assert "lower_lr" in repair_md and "healthy after" in repair_md
+
+    layout_entry = tensors["custom_scalars__config__"]
+    assert layout_entry["plugin"] == "custom_scalars"
+    layout = layout_pb2.Layout.FromString(layout_entry["values"][0][1])
+    titles = [c.title for c in layout.category]
+    assert titles == ["Loss", "Dead units", "Saturation", "Gradient norms", "Update ratios"]
+    regexes = [t for c in layout.category for ch in c.chart for t in ch.multiline.tag]
+    assert "^dead_fraction/" in regexes and "^grad_norm/" in regexes
+
+
+def test_final_findings_are_merged_without_duplicates(tmp_path: Path) -> None:
+    records, findings = synthetic_run("exploding_gradient")
+    unrepaired = Finding(
+        FailureMode.EXPLODING_GRADIENT,
+        None,
+        records[-1].step,
+        "still exploding after 3 repairs",
+        remedies=remedies_for(FailureMode.EXPLODING_GRADIENT),
+        final=True,
+    )
+    with TensorBoardSink(tmp_path) as sink:
+        for r in records:
+            sink.write_window(r, [f for f in findings if f.step == r.step])
+        sink.write_final([*findings, unrepaired])  # repeats the per-window finding
+    run = read_run(tmp_path)
+    assert [f.message for f in run.findings] == [findings[0].message, unrepaired.message]
+    assert run.findings[-1].final
+
+
+def test_any_layer_name_is_kept(tmp_path: Path) -> None:
+    names = ["<script>alert(1)</script>", "enc/dec.0", "ünï cødé", "a b"]
+    rec = WindowRecord(
+        index=0,
+        step_start=1,
+        step_end=5,
+        layers={n: LayerStats(n, grad_norm=1.0, weight_norm=2.0, update_norm=0.002) for n in names},
+    )
+    with TensorBoardSink(tmp_path) as sink:
+        sink.write_window(
+            rec,
+            [Finding(FailureMode.SATURATION, names[0], 5, "x", evidence={"v": np.float32(0.5)})],
+        )
+    run = read_run(tmp_path)
+    assert run.layers("grad_norm") == names  # written order kept
+    assert run.findings[0].layer == names[0] and run.findings[0].evidence == {"v": 0.5}
+
+
+def test_nan_statistics_are_omitted(tmp_path: Path) -> None:
+    site = SiteStats("net.1", "relu", units=4)  # no examples: dead fraction is NaN
+    rec = WindowRecord(
+        index=0,
+        step_start=1,
+        step_end=5,
+        sites={"net.1": site},
+        layers={"fc": LayerStats("fc", grad_norm=float("inf"), weight_norm=1.0, update_norm=0.0)},
+    )
+    with TensorBoardSink(tmp_path) as sink:
+        sink.write_window(rec, [])
+    run = read_run(tmp_path)
+    assert "dead_fraction/net.1" not in run.scalars
+    assert math.isinf(run.scalars["grad_norm/fc"][0][1])
+
+
+def test_closed_sink_refuses_writes(tmp_path: Path) -> None:
+    sink = TensorBoardSink(tmp_path)
+    sink.close()
+    sink.close()  # idempotent
+    assert sink.closed
+    records, _ = synthetic_run("healthy", n_windows=1)
+    with pytest.raises(UsageError, match="is closed"):
+        sink.write_window(records[0], [])
+
+
+def test_unclosed_sink_has_flushed_every_window(tmp_path: Path) -> None:
+    records, _ = synthetic_run("healthy", n_windows=3)
+    sink = TensorBoardSink(tmp_path)
+    for r in records:
+        sink.write_window(r, [])
+    run = read_run(tmp_path)  # while the sink is still open
+    assert len(run.scalars["loss/train"]) == 3
+    sink.close()
+
+
+def test_tensor_style_scalars_are_read(tmp_path: Path) -> None:
+    """``tensorboard.summary.Writer`` (like Keras/TF2) writes scalars as tensors."""
+    view = tensorboard_view(tmp_path, write_tensor_scalars=True)
+    assert "grad_norm/dense_1" in view["tensors"] and not view["scalars"]  # the pitfall
+    run = read_run(tmp_path)
+    assert run.scalars["grad_norm/dense_1"] == [(10, 5.0), (20, 10.0), (30, 15.0)]
+    assert run.layers("dead_fraction") == ["dense_1"]
+    assert run.run_info == {}
+
+
+def _scalar_meta() -> summary_pb2.SummaryMetadata:
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+    )
+
+
+def test_tensor_scalars_of_any_dtype_and_metadata_on_first_value_only(tmp_path: Path) -> None:
+    def value(tag: str, x: float, dtype: int, first: bool) -> summary_pb2.Summary.Value:
+        if dtype == types_pb2.DT_DOUBLE:
+            t = tensor_pb2.TensorProto(
+                dtype=dtype, double_val=[x], tensor_shape=tensor_shape_pb2.TensorShapeProto()
+            )
+        else:
+            t = tensor_pb2.TensorProto(
+                dtype=dtype, float_val=[x], tensor_shape=tensor_shape_pb2.TensorShapeProto()
+            )
+        meta = _scalar_meta() if first else None
+        return summary_pb2.Summary.Value(tag=tag, tensor=t, metadata=meta)
+
+    write_events(
+        tmp_path,
+        [
+            (
+                s,
+                [
+                    value("update_ratio/fc", 1e-3 * s, types_pb2.DT_DOUBLE, s == 1),
+                    value("saturation/act", 0.25, types_pb2.DT_FLOAT, s == 1),
+                ],
+            )
+            for s in (1, 2, 3)
+        ],
+    )
+    run = read_run(tmp_path)
+    assert run.scalars["update_ratio/fc"] == [(1, 1e-3), (2, 2e-3), (3, 3e-3)]  # float64 kept
+    assert run.scalars["saturation/act"] == [(1, 0.25), (2, 0.25), (3, 0.25)]
+
+
+def test_text_summary_suffix_from_summarywriter_is_accepted(tmp_path: Path) -> None:
+    """``SummaryWriter.add_text(tag, ...)`` stores ``<tag>/text_summary``, shape [1]."""
+    f = Finding(
+        FailureMode.NONFINITE, None, 7, "loss is NaN", remedies=remedies_for(FailureMode.NONFINITE)
+    )
+    meta = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text")
+    )
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        string_val=[json.dumps([f.to_dict()]).encode()],
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]
+        ),
+    )
+    value = summary_pb2.Summary.Value(
+        tag="gradvitals/findings_json/text_summary", metadata=meta, tensor=tensor
+    )
+    write_events(tmp_path, [(7, [value])])
+    run = read_run(tmp_path)
+    assert [g.to_dict() for g in run.findings] == [f.to_dict()]
+
+
+def test_rundata_helpers(tmp_path: Path) -> None:
+    records, _ = _write(tmp_path)
+    run = read_run(tmp_path)
+    assert isinstance(run, RunData)
+    assert run.steps() == [r.step for r in records]
+    assert run.layers("grad_norm") == ["net.0", "net.2", "net.4"]
+    assert run.final_values("dead_fraction")["net.3"] == pytest.approx(
+        records[-1].sites["net.3"].dead_fraction
+    )
+    assert run.series("grad_norm", "nope") == []
+
+
+def test_resumed_run_reads_every_event_file(tmp_path: Path) -> None:
+    records, _ = synthetic_run("healthy")
+    for part in (records[:6], records[6:]):
+        with TensorBoardSink(tmp_path) as sink:
+            for r in part:
+                sink.write_window(r, [])
+    run = read_run(tmp_path)
+    assert len(run.event_files) == 2
+    assert [s for s, _ in run.scalars["loss/train"]] == [r.step for r in records]
+
+
+def test_no_framework_is_imported() -> None:
+    """Writing and reading need only tensorboard's protos: no torch, TensorFlow, matplotlib."""
+    code = (
+        "import sys, tempfile\n"
+        "import gradvitals.report as R\n"
+        "assert 'tensorboard' not in sys.modules and 'matplotlib' not in sys.modules\n"
+        "from gradvitals.report._synthetic import synthetic_run\n"
+        "recs, fs = synthetic_run('dying_relu', n_windows=2)\n"
+        "d = tempfile.mkdtemp()\n"
+        "with R.TensorBoardSink(d) as s:\n"
+        "    s.write_window(recs[0], fs)\n"
+        "assert R.read_run(d).findings\n"
+        "bad = [m for m in ('torch', 'tensorflow', 'keras', 'matplotlib') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

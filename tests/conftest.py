@@ -38,7 +38,9 @@ def standardize(x: Any) -> Any:
     return (x - x.mean(0)) / (x.std(0) + 1e-6)
 
 
-def mlp(act: Callable[[], nn.Module], depth: int, width: int, d_in: int = 64, d_out: int = 10) -> nn.Sequential:
+def mlp(
+    act: Callable[[], nn.Module], depth: int, width: int, d_in: int = 64, d_out: int = 10
+) -> nn.Sequential:
     layers: list[nn.Module] = []
     d = d_in
     for _ in range(depth):

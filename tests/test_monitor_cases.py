@@ -120,7 +120,9 @@ def first(monitor: object, kind: FailureMode) -> object:
 def test_dying_relu_high_lr_mlp_digits() -> None:
     torch.manual_seed(0)
     model = mlp(nn.ReLU, 4, 64)
-    mon = train(model, torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9), digits(), watch={})
+    mon = train(
+        model, torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9), digits(), watch={}
+    )
     f = first(mon, FailureMode.DYING_RELU)
     assert f.layer in {"1", "3", "5", "7"}
     assert f.evidence["dead_fraction"] >= 0.5
@@ -135,7 +137,9 @@ def test_dying_relu_one_layer_with_negative_bias_functional_relu() -> None:
     model = FunctionalReLU()
     with torch.no_grad():
         model.fc2.bias.fill_(-20.0)
-    mon = train(model, torch.optim.SGD(model.parameters(), lr=0.05), breast_cancer(), watch={}, steps=120)
+    mon = train(
+        model, torch.optim.SGD(model.parameters(), lr=0.05), breast_cancer(), watch={}, steps=120
+    )
     assert kinds(mon) == {("dying_relu", "fc3")}, kinds(mon)
     f = first(mon, FailureMode.DYING_RELU)
     assert f.evidence["dead_fraction"] == 1.0
@@ -158,7 +162,9 @@ def test_vanishing_deep_sigmoid_mlp_digits() -> None:
 def test_vanishing_deep_sigmoid_modulelist_breast_cancer() -> None:
     torch.manual_seed(0)
     model = DeepModuleList(30, 16, 8, 2, nn.Sigmoid())
-    mon = train(model, torch.optim.SGD(model.parameters(), lr=0.1), breast_cancer(), watch={}, steps=100)
+    mon = train(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), breast_cancer(), watch={}, steps=100
+    )
     assert kinds(mon) == {("vanishing_gradient", "inp")}
 
 
@@ -206,7 +212,9 @@ def test_saturation_tanh_large_init_digits() -> None:
 def test_saturation_sigmoid_on_raw_wine_features() -> None:
     torch.manual_seed(0)
     model = mlp(nn.Sigmoid, 2, 32, d_in=13, d_out=3)
-    mon = train(model, torch.optim.SGD(model.parameters(), lr=0.01), tabular("wine"), watch={}, steps=100)
+    mon = train(
+        model, torch.optim.SGD(model.parameters(), lr=0.01), tabular("wine"), watch={}, steps=100
+    )
     assert ("saturation", "1") in kinds(mon)
     assert {k for k, _ in kinds(mon)} == {"saturation"}
 
@@ -228,16 +236,26 @@ class NaNAt(nn.Module):
 
 def test_nonfinite_injected_in_middle_layer() -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), NaNAt(37), nn.ReLU(), nn.Linear(32, 10))
+    model = nn.Sequential(
+        nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), NaNAt(37), nn.ReLU(), nn.Linear(32, 10)
+    )
     # sampling every step localizes the layer exactly: the first site after the NaN
-    mon = train(model, torch.optim.SGD(model.parameters(), lr=0.1), digits(), watch={"every": 1, "samples": 1}, steps=60)
+    mon = train(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        digits(),
+        watch={"every": 1, "samples": 1},
+        steps=60,
+    )
     f = first(mon, FailureMode.NONFINITE)
     assert f.layer == "4"
     assert f.evidence["first_step"] == 37 and f.step == 37
     assert [x.kind for x in mon.findings] == [FailureMode.NONFINITE]
     # the default schedule still finds the exact first step, from the per-step loss
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), NaNAt(37), nn.ReLU(), nn.Linear(32, 10))
+    model = nn.Sequential(
+        nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), NaNAt(37), nn.ReLU(), nn.Linear(32, 10)
+    )
     mon = train(model, torch.optim.SGD(model.parameters(), lr=0.1), digits(), watch={}, steps=60)
     assert first(mon, FailureMode.NONFINITE).evidence["first_step"] == 37
 
@@ -249,7 +267,14 @@ def test_nonfinite_from_nan_inputs_cnn() -> None:
     def poison(x: torch.Tensor, step: int) -> torch.Tensor:
         return x * float("nan") if step == 25 else x
 
-    mon = train(model, torch.optim.SGD(model.parameters(), lr=0.05), digits(), watch={}, steps=45, xform=poison)
+    mon = train(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.05),
+        digits(),
+        watch={},
+        steps=45,
+        xform=poison,
+    )
     f = first(mon, FailureMode.NONFINITE)
     assert f.evidence["first_step"] == 25
     assert f.layer == "features.2"
@@ -262,7 +287,14 @@ def test_healthy_sparse_relu_net_is_quiet() -> None:
     torch.manual_seed(0)
     model = SparseReLU()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    mon = train(model, opt, digits(), watch={}, steps=300, loss_fn=lambda o, y: F.cross_entropy(o, y) + model.activity)
+    mon = train(
+        model,
+        opt,
+        digits(),
+        watch={},
+        steps=300,
+        loss_fn=lambda o, y: F.cross_entropy(o, y) + model.activity,
+    )
     assert mon.findings == []
     last = [r for r in mon.history if r.sites][-1]
     assert last.sites["r1"].zero_fraction >= 0.7  # sparse per example, yet alive
@@ -272,7 +304,9 @@ def test_healthy_converged_net_is_quiet() -> None:
     torch.manual_seed(0)
     x, y = digits()
     model = mlp(nn.ReLU, 3, 64)
-    mon = train(model, torch.optim.Adam(model.parameters(), lr=3e-3), (x[:64], y[:64]), watch={}, steps=600)
+    mon = train(
+        model, torch.optim.Adam(model.parameters(), lr=3e-3), (x[:64], y[:64]), watch={}, steps=600
+    )
     assert mon.findings == []
     assert [r for r in mon.history if r.loss][-1].loss.mean < 1e-2
 
@@ -289,7 +323,9 @@ def test_healthy_bn_inplace_relu_cnn_is_quiet() -> None:
 def test_healthy_gelu_layernorm_is_quiet() -> None:
     torch.manual_seed(0)
     model = GeluLayerNorm()
-    mon = train(model, torch.optim.AdamW(model.parameters(), lr=1e-3), digits(), watch={}, steps=200)
+    mon = train(
+        model, torch.optim.AdamW(model.parameters(), lr=1e-3), digits(), watch={}, steps=200
+    )
     assert mon.findings == []
 
 

@@ -21,13 +21,15 @@ measurements (``docs/benchmarks.md``):
 >>> Thresholds.from_kwargs(dead_frac=0.6)
 Traceback (most recent call last):
 ...
-ValueError: unknown threshold 'dead_frac'. Valid names: converged_loss_ratio, dead_fraction, ...
+gradvitals.errors.UsageError: unknown threshold 'dead_frac'. Valid names: converged_loss_ratio, dead_fraction, ...
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from gradvitals.errors import UsageError
 
 __all__ = ["Thresholds"]
 
@@ -85,7 +87,7 @@ class Thresholds:
         valid = cls.names()
         for k in kwargs:
             if k not in valid:
-                raise ValueError(
+                raise UsageError(
                     f"unknown threshold {k!r}. Valid names: {', '.join(valid)}. "
                     "See help(gradvitals.Thresholds) for what each one means."
                 )
@@ -97,12 +99,12 @@ class Thresholds:
         for name in ("dead_fraction", "saturation"):
             v = getattr(self, name)
             if not 0.0 < v <= 1.0:
-                raise ValueError(f"threshold {name} must be in (0, 1], got {v!r}")
+                raise UsageError(f"threshold {name} must be in (0, 1], got {v!r}")
         for name in ("dead_patience", "saturation_patience", "vanishing_patience"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"threshold {name} must be >= 1, got {getattr(self, name)!r}")
+                raise UsageError(f"threshold {name} must be >= 1, got {getattr(self, name)!r}")
         if self.explode_factor <= 1.0:
-            raise ValueError(f"explode_factor must be > 1, got {self.explode_factor!r}")
+            raise UsageError(f"explode_factor must be > 1, got {self.explode_factor!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

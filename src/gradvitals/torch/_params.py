@@ -61,6 +61,7 @@ class ParamAccumulator:
         self.grad_norms: dict[int, torch.Tensor] = {}  # param index -> ||g|| (this step)
         self.grad_scale: torch.Tensor | None = None
         self.before: list[torch.Tensor] | None = None
+        self.norm_dtype = torch.float32
         self.device = table.params[0].device if table.params else torch.device("cpu")
         self.index = torch.tensor(table.layer_of_param, device=self.device, dtype=torch.long)
         self.reset()
@@ -78,7 +79,8 @@ class ParamAccumulator:
     # -- hooks -------------------------------------------------------------------------
     def on_grad(self, i: int, p: torch.Tensor) -> None:
         if p.grad is not None:
-            self.grad_norms[i] = torch.linalg.vector_norm(p.grad.detach(), dtype=torch.float32)
+            # float64 when gradients are AMP-scaled: a norm of 2**k-scaled values overflows fp32
+            self.grad_norms[i] = torch.linalg.vector_norm(p.grad.detach(), dtype=self.norm_dtype)
 
     def snapshot_weights(self) -> None:
         self.before = [p.detach().clone() for p in self.table.params]

@@ -134,7 +134,8 @@ def test_exploding_fires_on_growth_with_worsening_loss() -> None:
     grads = [1.0, 1.1, 0.9, 1.0, 30.0]
     losses = [2.3, 2.2, 2.1, 2.0, 2.9]
     recs = [
-        layers_window(i, [g, g], loss=l) for i, (g, l) in enumerate(zip(grads, losses, strict=True))
+        layers_window(i, [g, g], loss=lo)
+        for i, (g, lo) in enumerate(zip(grads, losses, strict=True))
     ]
     det = ExplodingGradientDetector()
     out = [f for r in recs for f in det.update(r)]
@@ -146,7 +147,8 @@ def test_exploding_quiet_when_norm_grows_while_loss_falls() -> None:
     grads = [0.1, 0.2, 0.15, 2.7, 3.0, 2.0]  # leaving the initial plateau
     losses = [2.3, 2.3, 2.26, 1.78, 0.78, 0.5]
     recs = [
-        layers_window(i, [g, g], loss=l) for i, (g, l) in enumerate(zip(grads, losses, strict=True))
+        layers_window(i, [g, g], loss=lo)
+        for i, (g, lo) in enumerate(zip(grads, losses, strict=True))
     ]
     assert fire_steps(ExplodingGradientDetector(), recs) == []
 
@@ -209,8 +211,8 @@ def test_state_round_trip_and_pickle_resume_identically(make: type) -> None:
         [relu_window(i, [1, 0, 0, 0]) for i in range(2)]
         + [layers_window(i, [1e-7, 1e-2], loss=2.3) for i in range(2, 4)]
         + [
-            layers_window(i, [g, g], loss=l)
-            for i, (g, l) in enumerate([(1, 2), (1, 2), (40, 3)], start=4)
+            layers_window(i, [g, g], loss=lo)
+            for i, (g, lo) in enumerate([(1, 2), (1, 2), (40, 3)], start=4)
         ]
     )
     a = make(Thresholds())

@@ -56,12 +56,12 @@ class VanishingGradientDetector:
 
     def _explained(self, record: WindowRecord) -> bool:
         for s in record.sites.values():
-            if s.relu_like and s.n_examples >= self.t.min_examples and s.units:
-                if s.dead_fraction >= self.t.dead_fraction:
-                    return True
-            if s.activation in SATURATING and _ok(s.saturation):
-                if s.saturation >= self.t.saturation:
-                    return True
+            enough = s.relu_like and s.n_examples >= self.t.min_examples and s.units
+            if enough and s.dead_fraction >= self.t.dead_fraction:
+                return True
+            saturating = s.activation in SATURATING and _ok(s.saturation)
+            if saturating and s.saturation >= self.t.saturation:
+                return True
         return False
 
     def measure(self, record: WindowRecord) -> dict[str, Any] | None:

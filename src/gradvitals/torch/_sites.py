@@ -106,7 +106,7 @@ class SiteAccumulator:
             self.reset()
             self.shape_changed = True
         self.units = units
-        s = activation_stats(x, ud, self.activation, eps)
+        s = activation_stats(x, ud, self.activation, eps, need_min=self.role == "input")
         packed = torch.stack([s.n_zero, s.n_saturated, s.n_nonfinite])
         if self.positive is None:
             self.positive = s.positive.clone()

@@ -49,27 +49,36 @@ _TANH_LIKE = frozenset({"tanh", "hardtanh", "softsign"})
 
 @torch.no_grad()
 def activation_stats(
-    x: torch.Tensor, unit_dim: int, activation: str, eps: float
+    x: torch.Tensor, unit_dim: int, activation: str, eps: float, need_min: bool = True
 ) -> ActivationStats:
     r"""Sufficient statistics of one batch of activations ``x``.
 
     - ``positive[u]`` = :math:`\max_{\text{examples, positions}} x_u > 0`;
     - ``n_saturated``: for sigmoid-like outputs, :math:`\#\{x < \epsilon \lor x > 1-\epsilon\}`;
-      for tanh-like, :math:`\#\{|x| > 1-\epsilon\}`.
+      for tanh-like, :math:`\#\{|x| > 1-\epsilon\}`;
+    - ``n_nonfinite``: units whose maximum is NaN/Inf (``amax`` propagates NaN), plus 1
+      if the minimum is -Inf;
+    - ``min_value`` (only when ``need_min``; else 0): input sites use it to tell a
+      ReLU-like input (never negative) from others.
     """
     x = x.detach()
     dims = tuple(d for d in range(x.ndim) if d != unit_dim % max(x.ndim, 1))
     mx = x.amax(dim=dims) if dims else x
-    mn = x.amin()
     positive = mx > 0
-    n_nonfinite = (~torch.isfinite(mx)).sum() + torch.isneginf(mn).to(torch.int64)
+    zero = torch.zeros((), dtype=torch.int64, device=x.device)
+    n_nonfinite = (~torch.isfinite(mx)).sum()
+    if need_min:
+        mn = x.amin()
+        n_nonfinite = n_nonfinite + torch.isneginf(mn).to(torch.int64)
+    else:
+        mn = zero.float()
     if activation in _SIGMOID_LIKE:
         n_sat = ((x < eps) | (x > 1.0 - eps)).sum()
-        n_zero = torch.zeros((), dtype=torch.int64, device=x.device)
+        n_zero = zero
     elif activation in _TANH_LIKE:
         n_sat = (x.abs() > 1.0 - eps).sum()
-        n_zero = torch.zeros((), dtype=torch.int64, device=x.device)
+        n_zero = zero
     else:
-        n_sat = torch.zeros((), dtype=torch.int64, device=x.device)
+        n_sat = zero
         n_zero = (x == 0).sum()
     return ActivationStats(positive, n_zero, n_sat, n_nonfinite, mn)

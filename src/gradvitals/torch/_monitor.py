@@ -46,10 +46,15 @@ SUM, MAX, MIN, REPLICATED = 0, 1, 2, 3
 
 
 def _unwrap(model: Any) -> tuple[nn.Module, bool]:
-    orig = getattr(model, "_orig_mod", None)
-    if isinstance(orig, nn.Module) and type(model).__name__ == "OptimizedModule":
-        return orig, True
-    return model, False
+    compiled = False
+    while True:  # DDP(compile(m)) and compile(DDP(m)) alike: hooks go on m, names lose "module."
+        orig = getattr(model, "_orig_mod", None)
+        if isinstance(orig, nn.Module) and type(model).__name__ == "OptimizedModule":
+            model, compiled = orig, True
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return model, compiled
 
 
 class Monitor:
@@ -78,6 +83,7 @@ class Monitor:
         history_limit: int | None = 10_000,
         repair: bool = False,
         policy: Any = None,
+        distributed: bool | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise UsageError(
@@ -151,13 +157,29 @@ class Monitor:
         self._acts, self._input_sites = plan_sites(self.model)
         self._table = LayerTable.from_model(self.model)
         self._params = ParamAccumulator(self._table)
-        if log_dir is not None:
+        if scaler is not None:
+            self._params.norm_dtype = torch.float64
+        if distributed is not False:  # None: combine across ranks when there are several
+            from gradvitals.torch._dist import attach
+
+            attach(self, required=distributed is True)
+        if log_dir is not None and self.is_main_process:
             from gradvitals.report import TensorBoardSink
 
             self._sink = TensorBoardSink(log_dir, run_info={"adapter": "torch"})
         if optimizer is not None:
             self._permanent_hooks.append(optimizer.register_step_pre_hook(self._on_pre_step))
             self._permanent_hooks.append(optimizer.register_step_post_hook(self._on_post_step))
+        if self.compiled:
+            warnings.warn(
+                "gradvitals: this model is torch.compile'd. Gradient norms, update ratios, "
+                "non-finite checks and the loss are watched; activation statistics (dead "
+                "units, saturation) are not, because forward hooks cannot be added to a "
+                "compiled graph without recompiling it. To watch activations, train the "
+                "uncompiled model (or compile only submodules).",
+                UserWarning,
+                stacklevel=3,
+            )
         if lint:
             self._run_lint()
         if repair or policy is not None:
@@ -187,6 +209,12 @@ class Monitor:
             return
         m = self.model
         h = self._sampled_hooks
+        if self.compiled:
+            # Forward hooks added after torch.compile never fire and changing them
+            # recompiles; parameter hooks run outside the graph and keep working.
+            for i, p in enumerate(self._table.params):
+                h.append(p.register_post_accumulate_grad_hook(self._make_grad_hook(i)))
+            return
         h.append(m.register_forward_pre_hook(self._on_root_forward, with_kwargs=True))
         modules = dict(m.named_modules())
         for name, act in self._acts.items():
@@ -324,6 +352,16 @@ class Monitor:
             )
         self._end_step()
 
+    def begin_step(self, *inputs: Any) -> None:
+        """Mark the start of a forward pass that does not call the watched module itself.
+
+        For loops that call submodules directly (Lightning's ``training_step``): it does
+        what the watched module's own forward pre-hook does. ``inputs`` (the batch's
+        tensors) are never taken for activation sites.
+        """
+        if self._sampled_hooks and not self.disabled:
+            self._on_root_forward(self.model, inputs, {})
+
     def observe_loss(self, loss: Any) -> None:
         """Record the training loss of this step (a tensor; never forces a host sync)."""
         if self.disabled or self.closed:
@@ -369,6 +407,8 @@ class Monitor:
         for handle in self._permanent_hooks:
             handle.remove()
         self._permanent_hooks = []
+        if self._repairer is not None:
+            self._repairer.close()
         if self._sink is not None:
             try:
                 self._sink.write_final(self.findings)
@@ -451,6 +491,17 @@ class Monitor:
             acc.reset()
         self._params.reset()
         self._loss_steps = []
+
+    def _replan(self) -> None:
+        """Re-plan sites and layers after a repair changed the model's structure."""
+        self._remove()
+        self._has_conv1d = any(isinstance(m, nn.Conv1d) for m in self.model.modules())
+        self._acts, self._input_sites = plan_sites(self.model)
+        self._table = LayerTable.from_model(self.model)
+        dtype = self._params.norm_dtype
+        self._params = ParamAccumulator(self._table)
+        self._params.norm_dtype = dtype
+        self._sites, self._site_order, self._layer_order = {}, [], None
 
     def _close_window(self, partial: bool) -> list[Finding]:
         end = self.step_count - 1
@@ -636,7 +687,7 @@ class Monitor:
             log.debug("gradvitals lint skipped: %s", e)
             return
         for f in self.preflight:
-            if self.console:
+            if self.console and self.is_main_process:
                 log.warning(_console_line(f))
 
 
@@ -673,7 +724,10 @@ def watch(
         thresholds: a :class:`~gradvitals.Thresholds` or a dict of overrides by name.
         **kwargs: ``scaler`` (an AMP ``GradScaler``: gradients are unscaled by it),
             ``lint`` (run the pre-flight lint, default True), ``console`` (log findings,
-            default True), ``warmup``, ``history_limit``, ``repair``, ``policy``.
+            default True), ``warmup``, ``history_limit``, ``repair``, ``policy``,
+            ``distributed`` (None: under ``torch.distributed`` with several ranks,
+            combine each window across ranks and log from rank 0 only; False: each
+            rank on its own; True: require it. See ``docs/scale-out.md``).
 
     Returns:
         The :class:`Monitor`. Use it as a context manager or call ``close()``.

@@ -1,0 +1,174 @@
+"""The Lightning callback: a dying run found in ``Trainer.fit``, correct update ratios
+under gradient accumulation, and detector state through a checkpoint resume."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+pl = pytest.importorskip("lightning.pytorch")
+
+from gradvitals.lightning import VitalsCallback  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*LeafSpec.*:FutureWarning", "ignore:.*dataloader is not resumable.*"
+)
+
+
+class Regressor(pl.LightningModule):
+    """An MLP whose ``training_step`` calls its layers, not ``self(x)``."""
+
+    def __init__(self, lr: float = 1.0, adam: bool = True) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(
+            nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1)
+        )
+        self.lr = lr
+        self.adam = adam
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return (self.net(x) - y).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.adam:
+            return torch.optim.Adam(self.parameters(), lr=self.lr)
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def _loader(n: int = 32 * 40) -> DataLoader:
+    g = torch.Generator().manual_seed(100)
+    x = torch.randn(n, 8, generator=g)
+    w = torch.randn(8, 1, generator=torch.Generator().manual_seed(7))
+    return DataLoader(TensorDataset(x, x @ w * 10 + 5), batch_size=32)
+
+
+def _fit(
+    model: pl.LightningModule,
+    cb: VitalsCallback,
+    max_steps: int,
+    ckpt_path: str | None = None,
+    **kw: Any,
+) -> pl.Trainer:
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        callbacks=[cb],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=False,
+        **kw,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*max_steps.*")
+        trainer.fit(model, _loader(), ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_a_dying_run_is_found(caplog: pytest.LogCaptureFixture) -> None:
+    cb = VitalsCallback(every=4, lint=False)
+    with caplog.at_level(logging.WARNING, logger="gradvitals"):
+        _fit(Regressor(lr=1.0), cb, max_steps=30)
+    assert cb.monitor is not None and cb.monitor.closed
+    assert cb.monitor.step_count == 30
+    kinds = {(f.kind.value, f.layer) for f in cb.monitor.findings}
+    assert ("dying_relu", "net.3") in kinds
+    assert "dying_relu" in caplog.text
+    # names are the LightningModule's, and every window has sites: one per call position
+    assert list(cb.monitor.history[-1].layers) == ["net.0", "net.2", "net.4"]
+    assert all(set(r.sites) <= {"net.1", "net.3"} for r in cb.monitor.history)
+
+
+def test_update_ratio_is_that_of_the_whole_accumulated_step() -> None:
+    # SGD without momentum: ||dw|| = lr * ||g|| for the gradient summed over both
+    # micro-batches; the monitor reads g after the second one, before any clipping
+    cb = VitalsCallback(every=2, lint=False)
+    _fit(Regressor(lr=1e-3, adam=False), cb, max_steps=6, accumulate_grad_batches=2)
+    assert cb.monitor is not None and cb.monitor.step_count == 6
+    layers = [lay for rec in cb.monitor.history for lay in rec.layers.values() if lay.n_samples]
+    assert layers
+    for lay in layers:
+        assert lay.update_norm == pytest.approx(1e-3 * lay.grad_norm, rel=1e-4)
+
+
+def test_state_survives_a_checkpoint_resume(tmp_path: Path) -> None:
+    cb = VitalsCallback(every=4, lint=False)
+    trainer = _fit(Regressor(lr=1.0), cb, max_steps=30)
+    path = str(tmp_path / "run.ckpt")
+    trainer.save_checkpoint(path)
+    saved = cb.state_dict()
+    assert saved["findings"]
+
+    ckpt = torch.load(path, weights_only=False)
+    assert ckpt["callbacks"][cb.state_key] == saved
+
+    resumed = VitalsCallback(every=4, lint=False)
+    _fit(Regressor(lr=1.0), resumed, max_steps=30, ckpt_path=path)  # nothing left to run
+    assert resumed.state_dict() == saved
+
+    more = VitalsCallback(every=4, lint=False)
+    _fit(Regressor(lr=1.0), more, max_steps=34, ckpt_path=path)
+    assert more.monitor is not None and more.monitor.step_count == 34
+    state = more.state_dict()
+    assert state["findings"][: len(saved["findings"])] == saved["findings"]
+
+
+def test_init_args_are_simple_and_typed() -> None:
+    import inspect
+
+    sig = inspect.signature(VitalsCallback.__init__)
+    assert list(sig.parameters)[1:] == [
+        "every",
+        "samples",
+        "log_dir",
+        "thresholds",
+        "lint",
+        "console",
+    ]
+    cb = VitalsCallback(thresholds={"dead_fraction": 0.6})
+    assert cb.state_dict() == {}
+
+
+def test_pytorch_lightning_namespace_has_its_own_class() -> None:
+    ptl = pytest.importorskip("pytorch_lightning")
+    from gradvitals.lightning import PLVitalsCallback
+
+    assert issubclass(PLVitalsCallback, ptl.Callback)
+    assert issubclass(VitalsCallback, pl.Callback)
+
+    class Legacy(ptl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return (self.net(x) - y).pow(2).mean()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=1e-3)
+
+    cb = PLVitalsCallback(every=2, lint=False)
+    trainer = ptl.Trainer(
+        accelerator="cpu",
+        max_steps=4,
+        callbacks=[cb],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=False,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.fit(Legacy(), _loader())
+    assert cb.monitor is not None and cb.monitor.step_count == 4

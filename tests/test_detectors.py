@@ -240,3 +240,16 @@ def test_edge_trigger_state_machine() -> None:
         False,
         True,
     ]
+
+
+def test_only_activations_that_can_die_are_judged_dead() -> None:
+    import gradvitals.activations as acts
+    from gradvitals.stats import DIES_WHEN_NEVER_POSITIVE
+
+    for name in DIES_WHEN_NEVER_POSITIVE:
+        assert acts.get(name).can_die
+    leaky = SiteStats(
+        "a", "leaky_relu", 4, n_examples=128, n_elements=512, ever_positive=np.zeros(4, bool)
+    )
+    recs = [WindowRecord(i, i, i, sites={"a": leaky}) for i in range(4)]
+    assert fire_steps(DyingReluDetector(), recs) == []

@@ -18,6 +18,7 @@ from gradvitals.findings import FailureMode as FailureMode
 from gradvitals.findings import Finding as Finding
 from gradvitals.findings import Remedy as Remedy
 from gradvitals.remedies import remedies_for as remedies_for
+from gradvitals.remedies._policy import RepairPolicy as RepairPolicy
 
 if TYPE_CHECKING:
     from gradvitals.torch import Monitor
@@ -29,6 +30,7 @@ __all__ = [
     "FailureMode",
     "Finding",
     "Remedy",
+    "RepairPolicy",
     "Thresholds",
     "__version__",
     "collapse",

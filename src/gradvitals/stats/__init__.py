@@ -1,5 +1,6 @@
 """Framework-free sufficient statistics of a training window (sums, counts, masks)."""
 
+from gradvitals.stats._records import DIES_WHEN_NEVER_POSITIVE as DIES_WHEN_NEVER_POSITIVE
 from gradvitals.stats._records import LAYER_REDUCTIONS as LAYER_REDUCTIONS
 from gradvitals.stats._records import LOSS_REDUCTIONS as LOSS_REDUCTIONS
 from gradvitals.stats._records import SATURATING as SATURATING

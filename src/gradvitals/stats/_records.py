@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "DIES_WHEN_NEVER_POSITIVE",
     "LAYER_REDUCTIONS",
     "LOSS_REDUCTIONS",
     "SATURATING",
@@ -40,6 +41,11 @@ __all__ = [
 
 #: Activations whose outputs saturate at asymptotes; their sites report ``saturation``.
 SATURATING = frozenset({"sigmoid", "tanh", "hardsigmoid", "hardtanh", "softsign"})
+
+#: Activations whose unit is dead exactly when it is never positive: the output is 0
+#: and the gradient is 0 on the whole negative half-line. Leaky ReLU, ELU, GELU...
+#: still pass gradient there, so a never-positive unit of theirs is not dead.
+DIES_WHEN_NEVER_POSITIVE = frozenset({"relu", "relu6"})
 
 #: How each activation-site field combines across ranks.
 SITE_REDUCTIONS: dict[str, str] = {
@@ -137,11 +143,12 @@ class SiteStats:
 
     @property
     def relu_like(self) -> bool:
-        """True when dead units are meaningful here: a ReLU-family output, or an input
-        site whose values were never negative (it follows a functional ReLU)."""
+        """True when dead units are meaningful here: a ReLU/ReLU6 output (see
+        :data:`DIES_WHEN_NEVER_POSITIVE`), or an input site whose values were never
+        negative (it follows a functional ReLU)."""
         if self.role == "input":
             return self.n_examples > 0 and self.min_value >= 0.0
-        return self.activation not in SATURATING
+        return self.activation in DIES_WHEN_NEVER_POSITIVE
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}

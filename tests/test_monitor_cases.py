@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from conftest import digits, kinds, mlp, standardize, tabular, train
 from torch import nn
 
+from conftest import digits, kinds, mlp, standardize, tabular, train
 from gradvitals import FailureMode
 
 # -- models ------------------------------------------------------------------------------

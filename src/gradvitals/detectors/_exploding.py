@@ -4,14 +4,17 @@ A window is *exploding* when any of these holds (after ``explode_history`` earli
 healthy windows, except the update-ratio rule):
 
 - the global gradient norm is at least ``explode_factor`` (10) x the median of the
-  earlier healthy windows' norms, *and* the run is getting worse: the loss rose above
-  the previous window's (or, when no loss is observed, some layer's update ratio is
+  earlier healthy windows' norms, *and* the run is getting worse: the loss rose more
+  than ``explode_loss_rise`` (10%) above the previous window's and has not converged
+  (or, when no loss is observed, some layer's update ratio is
   at least a quarter of ``explode_update_ratio``). Healthy nets leaving their initial
   plateau grow their gradient norm 10-20x while the loss falls: that is not exploding;
 - the ratio of first- to last-layer RMS gradient (growth toward the input) is at least
   ``explode_factor`` x its own median, and above 1, with the same corroboration;
 - the mean loss is at least ``explode_factor`` x its median *and* above the first
   window's loss (the run is diverging, not spiking on a tiny loss);
+- the mean loss is at least ``explode_factor`` x the first window's (BatchNorm can keep
+  gradient norms level while the loss blows up);
 - some layer's step is at least ``explode_update_ratio`` (1.0) of its weights.
 
 It fires once per episode, before NaNs appear when the growth is visible in a window.
@@ -100,8 +103,14 @@ class ExplodingGradientDetector:
             (lay.update_ratio for lay in record.layers.values() if _ok(lay.update_ratio)),
             default=0.0,
         )
+        converged = (
+            _ok(loss)
+            and self.first_loss is not None
+            and loss <= self.t.converged_loss_ratio * self.first_loss
+        )
         if _ok(loss) and self.losses:
-            worse = loss > self.losses[-1]
+            # a real rise, not a 1% wobble; and a converged net's one hard batch is not a blow-up
+            worse = loss > (1.0 + self.t.explode_loss_rise) * self.losses[-1] and not converged
         else:
             worse = max_update >= 0.25 * self.t.explode_update_ratio
         ev["loss_rising"] = bool(worse)
@@ -133,6 +142,16 @@ class ExplodingGradientDetector:
                     f"the loss rose to {loss:.3g}, {loss / ref:.0f}x its median {ref:.3g}"
                 )
                 ev.update(loss=loss, loss_median=ref)
+        if (
+            _ok(loss)
+            and self.first_loss is not None
+            and self.first_loss > 0
+            and loss >= f * self.first_loss
+            and not any("the loss rose" in r for r in reasons)
+        ):
+            # diverged: BatchNorm can keep gradient norms level while the loss blows up
+            reasons.append(f"the loss reached {loss:.3g}, {loss / self.first_loss:.0f}x its start")
+            ev.update(loss=loss, first_loss=self.first_loss)
         big_steps = {
             n: lay.update_ratio
             for n, lay in record.layers.items()

@@ -59,6 +59,8 @@ class Thresholds:
         explode_history: ...given at least this many earlier windows.
         explode_update_ratio: exploding also fires when a layer's step is at least
             this fraction of its weights (``update_ratio``), after the first window.
+        explode_loss_rise: the relative rise of the window loss over the previous
+            window that counts as "getting worse" for the norm-growth rules (10%).
         recover_windows: a layer that fired re-arms after this many healthy windows.
     """
 
@@ -75,6 +77,7 @@ class Thresholds:
     explode_factor: float = 10.0
     explode_history: int = 2
     explode_update_ratio: float = 1.0
+    explode_loss_rise: float = 0.1
     recover_windows: int = 3
 
     @classmethod

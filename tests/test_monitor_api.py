@@ -342,3 +342,39 @@ def test_findings_carry_kind_layer_step_message_evidence_remedies() -> None:
     assert f.layer in dict(model.named_modules())
     assert 0 <= f.step < 80 and "%" in f.message and f.evidence and f.remedies
     assert all(r.action and r.why and r.code for r in f.remedies)
+
+
+def test_loss_observed_after_the_step_lands_in_its_own_window() -> None:
+    """observe_loss() before or after optimizer.step(): the same windows, the same findings."""
+
+    def run(after: bool) -> gradvitals.torch.Monitor:
+        torch.manual_seed(0)
+        model = mlp(nn.ReLU, 4, 64)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+        x, y = digits()
+        g = torch.Generator().manual_seed(1)
+        mon = gradvitals.watch(model, opt, console=False)
+        for _ in range(60):
+            idx = torch.randint(0, len(x), (64,), generator=g)
+            loss = nn.functional.cross_entropy(model(5 * x[idx]), y[idx])
+            if not after:
+                mon.observe_loss(loss)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if after:
+                mon.observe_loss(loss)
+        mon.close()
+        return mon
+
+    before, after = run(False), run(True)
+    assert before.history[0].loss is not None and before.history[0].loss.count == 1
+    assert [r.loss.count for r in after.history if r.loss] == [
+        r.loss.count for r in before.history if r.loss
+    ]
+    assert [r.loss.mean for r in after.history] == pytest.approx(
+        [r.loss.mean for r in before.history], nan_ok=True
+    )
+    assert [(f.kind, f.layer, f.step) for f in after.findings] == [
+        (f.kind, f.layer, f.step) for f in before.findings
+    ]

@@ -195,9 +195,8 @@ def attach(monitor: Monitor, *, required: bool = False, group: Any = None) -> No
         )
 
     def layout() -> str:  # the live sites, in the order ``_collect`` packs them
-        sites = monitor._sites
-        return ",".join(k for k in monitor._site_order if sites[k].positive is not None)
+        return monitor._packing_layout
 
     monitor._reduce = make_reducer(group, layout_key=layout)
     monitor.is_main_process = dist.get_rank(group) == 0
-    monitor._params.on_grad = AfterBackward(monitor._params.on_grad, monitor._fail)  # type: ignore[method-assign]
+    monitor._on_grad = AfterBackward(monitor._on_grad, monitor._fail)

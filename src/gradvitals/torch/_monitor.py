@@ -22,6 +22,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,20 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 #: Reductions of packed statistics across ranks (see ``gradvitals.torch._dist``).
 SUM, MAX, MIN, REPLICATED = 0, 1, 2, 3
+
+
+@dataclass
+class _Frozen:
+    """A full window set aside until its statistics are collected (double buffering)."""
+
+    index: int
+    start: int
+    end: int
+    sites: dict[str, SiteAccumulator]
+    site_order: list[str]
+    params: ParamAccumulator
+    losses: list[torch.Tensor]
+    loss_steps: list[int]
 
 
 def _unwrap(model: Any) -> tuple[nn.Module, bool]:
@@ -146,8 +161,13 @@ class Monitor:
         self._produced: set[int] = set()
         self._input_ptrs: set[int] = set()
         self._layer_order: list[str] | None = None
-        self._loss_buf: torch.Tensor | None = None
-        self._loss_steps: list[int] = []
+        self._losses: list[torch.Tensor] = []  # detached 0-d losses of the open window
+        self._loss_steps: list[int] = []  # the step each loss belongs to
+        self._last_loss_step = -1
+        self._pending: _Frozen | None = None  # a full window waiting for its last loss
+        #: where a parameter's gradient goes; distributed runs defer it past DDP's all-reduce
+        self._on_grad: Callable[[int, torch.Tensor], None] = lambda i, p: self._params.on_grad(i, p)
+        self._packing_layout = ""  # names of the sites packed by the last _collect
         self._sink: Any = None
         self._repairer: Any = None
         #: ``(flat, [(op, length), ...]) -> flat``: combines packed statistics across ranks
@@ -289,11 +309,14 @@ class Monitor:
         eps = self.thresholds.saturation_eps
 
         def body(module: nn.Module, inp: Any, out: Any) -> None:
+            if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
+                out = out[0]  # nn.RNN: (output, h_n)
             if not torch.is_grad_enabled() or not isinstance(out, torch.Tensor):
                 return
             if not out.is_floating_point():
                 return
-            acc = self._site(name, act, "output", self._has_conv1d)
+            conv_like = self._has_conv1d and not isinstance(module, nn.RNNBase)
+            acc = self._site(name, act, "output", conv_like)
             acc.add(out, eps)
             self._produced.add(out.data_ptr())
 
@@ -318,7 +341,7 @@ class Monitor:
 
     def _make_grad_hook(self, i: int) -> Callable[..., None]:
         def body(p: torch.Tensor) -> None:
-            self._params.on_grad(i, p)
+            self._on_grad(i, p)
             if self._params.grad_scale is None and self.scaler is not None:
                 scale = getattr(self.scaler, "_scale", None)
                 enabled = getattr(self.scaler, "is_enabled", lambda: True)()
@@ -363,7 +386,11 @@ class Monitor:
             self._on_root_forward(self.model, inputs, {})
 
     def observe_loss(self, loss: Any) -> None:
-        """Record the training loss of this step (a tensor; never forces a host sync)."""
+        """Record the training loss of this step (a tensor; never forces a host sync).
+
+        Call it before or after ``optimizer.step()``: a loss observed after the step
+        belongs to the step just taken when that step has none yet.
+        """
         if self.disabled or self.closed:
             return
         try:
@@ -374,17 +401,20 @@ class Monitor:
                 value = value.reshape(())
             else:
                 value = torch.tensor(float(loss))
-            n = len(self._loss_steps)
-            buf = self._loss_buf
-            if buf is None or buf.device != value.device or n >= buf.numel():
-                new = torch.empty(
-                    max(2 * n, self.every, 8), dtype=torch.float32, device=value.device
-                )
-                if buf is not None and n:
-                    new[:n].copy_(buf[:n].to(value.device))
-                self._loss_buf = buf = new
-            buf[n].copy_(value)
-            self._loss_steps.append(self.step_count)
+            target = self.step_count
+            if self._last_loss_step < self.step_count - 1:
+                target = self.step_count - 1  # observed after its optimizer step
+            self._last_loss_step = target
+            pending = self._pending
+            if pending is not None and target <= pending.end:
+                pending.losses.append(value)
+                pending.loss_steps.append(target)
+                self._resolve()
+                return
+            if pending is not None:
+                self._resolve()
+            self._losses.append(value)
+            self._loss_steps.append(target)
         except Exception as e:
             self._fail(e)
 
@@ -393,7 +423,8 @@ class Monitor:
         if self.disabled:
             return []
         try:
-            return self._close_window(partial=True)
+            new = self._resolve()
+            return new + self._close_window(partial=True)
         except Exception as e:
             self._fail(e)
             return []
@@ -447,6 +478,8 @@ class Monitor:
 
     def state_dict(self) -> dict[str, Any]:
         """Detector state, findings and the step count, for a resumed run."""
+        if self._pending is not None and not self.disabled:
+            self._resolve()
         return {
             "version": 1,
             "step_count": self.step_count,
@@ -471,12 +504,19 @@ class Monitor:
         if self.disabled or self.closed:
             return
         try:
+            if self._pending is not None:
+                self._resolve()
             t = self.step_count
             if self._sampled_hooks:
                 self._params.commit()
             self.step_count = t + 1
             if t >= self._window_start + self._window_len - 1:
-                self._close_window(partial=False)
+                self._freeze(t)
+                # Resolve now when the window's last loss is in (loss observed before the
+                # step) or a repair may act (it must act between steps); otherwise wait
+                # for observe_loss() of this step, at most until the next step ends.
+                if self._last_loss_step >= t or self._repairer is not None:
+                    self._resolve()
             if self._is_sampled(self.step_count):
                 self._install()
             else:
@@ -490,7 +530,34 @@ class Monitor:
         for acc in self._sites.values():
             acc.reset()
         self._params.reset()
-        self._loss_steps = []
+        self._losses, self._loss_steps = [], []
+
+    def _freeze(self, end: int) -> None:
+        """Set the window ``[start, end]`` aside and start the next with fresh accumulators."""
+        self._pending = _Frozen(
+            index=self._window_index,
+            start=self._window_start,
+            end=end,
+            sites=self._sites,
+            site_order=list(self._site_order),
+            params=self._params,
+            losses=self._losses,
+            loss_steps=self._loss_steps,
+        )
+        self._sites = {k: a.fresh() for k, a in self._sites.items()}
+        self._params = self._params.fresh()
+        self._losses, self._loss_steps = [], []
+        self._window_index += 1
+        self._window_start = end + 1
+        self._window_len = self._length_of(self._window_index)
+
+    def _resolve(self) -> list[Finding]:
+        """Collect the set-aside window (one host copy) and run the detectors on it."""
+        frozen, self._pending = self._pending, None
+        if frozen is None:
+            return []
+        record = self._collect(frozen)
+        return self._decide(record)
 
     def _replan(self) -> None:
         """Re-plan sites and layers after a repair changed the model's structure."""
@@ -504,6 +571,7 @@ class Monitor:
         self._sites, self._site_order, self._layer_order = {}, [], None
 
     def _close_window(self, partial: bool) -> list[Finding]:
+        """Close the open window now (``flush``): freeze it and resolve it."""
         end = self.step_count - 1
         if (
             end < self._window_start
@@ -511,7 +579,10 @@ class Monitor:
             and not any(a.n_examples for a in self._sites.values())
         ):
             return []
-        record = self._collect(max(end, self._window_start))
+        self._freeze(max(end, self._window_start))
+        return self._resolve()
+
+    def _decide(self, record: WindowRecord) -> list[Finding]:
         new = self.suite.update(record)
         for f in new:
             site = f.layer
@@ -531,11 +602,9 @@ class Monitor:
             self._repairer.on_findings(new, record)
         elif self._repairer is not None:
             self._repairer.on_healthy(record)
-        self._window_index += 1
-        self._start_window(self.step_count)
         return new
 
-    def _collect(self, end: int) -> WindowRecord:
+    def _collect(self, w: _Frozen) -> WindowRecord:
         """One host transfer of every on-device statistic of the window.
 
         The statistics are packed into one flat tensor with a parallel list of
@@ -551,21 +620,27 @@ class Monitor:
             pieces.append(x)
             ops.append((op, x.numel()))
 
-        live = [k for k in self._site_order if self._sites[k].positive is not None]
+        live = [k for k in w.site_order if k in w.sites and w.sites[k].positive is not None]
         for k in live:
-            a = self._sites[k]
+            a = w.sites[k]
             assert a.positive is not None and a.sums is not None and a.min_value is not None
             add(a.positive, MAX)
             add(a.sums, SUM)
             add(a.min_value, MIN)
-            add(torch.tensor([a.n_examples, a.n_elements], dtype=torch.float64), SUM)
-        p = self._params
+            # host counts travel as fills, not host->device copies (which would sync)
+            counts = [
+                torch.full((), float(v), dtype=torch.float64, device=device)
+                for v in (a.n_examples, a.n_elements)
+            ]
+            add(torch.stack(counts), SUM)
+        p = w.params
         for x in (p.grad_sum, p.update_sum, p.weight_last):
             add(x, REPLICATED)
         add(p.nonfinite, SUM)
-        n_loss = len(self._loss_steps)
-        add(self._loss_summary(n_loss), SUM)
-        add(self._loss_extremes(n_loss), MIN)
+        loss_vals = torch.stack([v.to(device) for v in w.losses]).double() if w.losses else None
+        add(self._loss_summary(loss_vals, device), SUM)
+        add(self._loss_extremes(loss_vals, device), MIN)
+        self._packing_layout = ",".join(live)
         flat = torch.cat(pieces)
         if self._reduce is not None:
             flat = self._reduce(flat, ops)
@@ -574,7 +649,7 @@ class Monitor:
         pos = 0
         sites: dict[str, SiteStats] = {}
         for k in live:
-            a = self._sites[k]
+            a = w.sites[k]
             u = a.units
             mask = host[pos : pos + u] > 0.5
             n_zero, n_sat, n_nf, mn, n_ex, n_el = host[pos + u : pos + u + 6]
@@ -626,10 +701,10 @@ class Monitor:
         loss = None
         if loss_count:
             first = None
-            if loss_nf and first_bad < len(self._loss_steps) + 1e9:
-                first = self._window_start + int(first_bad)
-                if int(first_bad) < len(self._loss_steps):
-                    first = int(self._loss_steps[int(first_bad)])
+            if loss_nf and np.isfinite(first_bad):
+                first = w.start + int(first_bad)
+                if int(first_bad) < len(w.loss_steps):
+                    first = int(w.loss_steps[int(first_bad)])
             loss = LossStats(
                 sum=float(loss_sum),
                 count=int(loss_count),
@@ -638,39 +713,35 @@ class Monitor:
                 min=float(loss_min) if np.isfinite(loss_min) else math.nan,
                 max=float(-neg_max) if np.isfinite(neg_max) else math.nan,
             )
-        site_rank = {k: i for i, k in enumerate(self._site_order)}
+        site_rank = {k: i for i, k in enumerate(w.site_order)}
         sites = dict(sorted(sites.items(), key=lambda kv: site_rank[kv[0]]))
         return WindowRecord(
-            index=self._window_index,
-            step_start=self._window_start,
-            step_end=end,
+            index=w.index,
+            step_start=w.start,
+            step_end=w.end,
             sites=sites,
             layers=layers,
             loss=loss,
         )
 
-    def _loss_summary(self, n: int) -> torch.Tensor:
+    @staticmethod
+    def _loss_summary(v: torch.Tensor | None, device: torch.device) -> torch.Tensor:
         """[sum of finite losses, count, non-finite count] on the device."""
-        if not n or self._loss_buf is None:
-            return torch.zeros(3, dtype=torch.float64)
-        v = self._loss_buf[:n].double()
+        if v is None:
+            return torch.zeros(3, dtype=torch.float64, device=device)
         ok = torch.isfinite(v)
         return torch.stack(
-            [
-                torch.where(ok, v, 0.0).sum(),
-                torch.tensor(float(n), dtype=torch.float64, device=v.device),
-                (~ok).sum().double(),
-            ]
+            [torch.where(ok, v, 0.0).sum(), v.new_full((), float(v.numel())), (~ok).sum().double()]
         )
 
-    def _loss_extremes(self, n: int) -> torch.Tensor:
+    @staticmethod
+    def _loss_extremes(v: torch.Tensor | None, device: torch.device) -> torch.Tensor:
         """[first non-finite index, -max, min] of the finite losses (reduced by min)."""
         inf = float("inf")
-        if not n or self._loss_buf is None:
-            return torch.tensor([inf, inf, inf], dtype=torch.float64)
-        v = self._loss_buf[:n].double()
+        if v is None:
+            return torch.full((3,), inf, dtype=torch.float64, device=device)
         ok = torch.isfinite(v)
-        idx = torch.arange(n, dtype=torch.float64, device=v.device)
+        idx = torch.arange(v.numel(), dtype=torch.float64, device=v.device)
         first_bad = torch.where(ok, inf, idx).min()
         return torch.stack(
             [first_bad, torch.where(ok, -v, inf).min(), torch.where(ok, v, inf).min()]

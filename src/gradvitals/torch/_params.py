@@ -64,6 +64,7 @@ class ParamAccumulator:
         self.norm_dtype = torch.float32
         self.device = table.params[0].device if table.params else torch.device("cpu")
         self.index = torch.tensor(table.layer_of_param, device=self.device, dtype=torch.long)
+        self._index_cache: dict[tuple[int, ...], torch.Tensor] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -75,6 +76,26 @@ class ParamAccumulator:
         self.has_grad = [False] * n
         self.has_update = False
         self.n_samples = 0
+
+    def fresh(self) -> ParamAccumulator:
+        """A new, empty accumulator over the same table (double buffering of windows)."""
+        other = ParamAccumulator.__new__(ParamAccumulator)
+        other.table, other.device, other.index = self.table, self.device, self.index
+        other.grad_norms, other.grad_scale, other.before = {}, None, None
+        other.norm_dtype = self.norm_dtype
+        other._index_cache = self._index_cache
+        other.reset()
+        return other
+
+    def _index_for(self, idx: list[int]) -> torch.Tensor:
+        """Layer index of the given parameters, cached on the device (no host copy)."""
+        if len(idx) == len(self.table.params):
+            return self.index
+        key = tuple(idx)
+        cached = self._index_cache.get(key)
+        if cached is None:
+            cached = self._index_cache[key] = self.index[list(key)]
+        return cached
 
     # -- hooks -------------------------------------------------------------------------
     def on_grad(self, i: int, p: torch.Tensor) -> None:
@@ -96,7 +117,7 @@ class ParamAccumulator:
             if self.grad_scale is not None:
                 norms = norms / self.grad_scale.double()
             sq = torch.zeros(n, dtype=torch.float64, device=self.device)
-            sq.index_add_(0, self.index[idx], norms.square())
+            sq.index_add_(0, self._index_for(idx), norms.square())
             self.grad_sum += sq.sqrt()
             self.nonfinite += (~torch.isfinite(sq)).double()
             for i in idx:
@@ -109,8 +130,8 @@ class ParamAccumulator:
             )
             self.weight_last = wsq.sqrt()
             if self.before is not None:
-                diffs = torch._foreach_sub(weights, self.before)
-                d = torch.stack(torch._foreach_norm(diffs)).double()
+                torch._foreach_sub_(self.before, weights)  # in place: before <- -(delta w)
+                d = torch.stack(torch._foreach_norm(self.before)).double()
                 dsq = torch.zeros(n, dtype=torch.float64, device=self.device).index_add_(
                     0, self.index, d.square()
                 )

@@ -91,6 +91,12 @@ class SiteAccumulator:
     order: int = -1  # first-seen position in forward order
     shape_changed: bool = field(default=False)
 
+    def fresh(self) -> SiteAccumulator:
+        """A new, empty accumulator for the same site (double buffering of windows)."""
+        return SiteAccumulator(
+            self.name, self.activation, self.role, self.conv_like, order=self.order
+        )
+
     def reset(self) -> None:
         self.n_examples = 0
         self.n_elements = 0
@@ -135,6 +141,8 @@ def plan_sites(model: nn.Module) -> tuple[dict[str, str], set[str]]:
         act = activation_name_for_module(mod)
         if act is not None and act != "identity":
             acts[name] = act
+        elif isinstance(mod, nn.RNN):  # its hidden states are tanh (or relu) outputs
+            acts[name] = str(mod.nonlinearity)
     for parent_name, parent in model.named_modules():
         children = list(parent.named_children())
         for i, (child_name, child) in enumerate(children):

@@ -80,5 +80,5 @@ def activation_stats(
         n_zero = zero
     else:
         n_sat = zero
-        n_zero = (x == 0).sum()
+        n_zero = x.numel() - torch.count_nonzero(x)  # one reduction, not two
     return ActivationStats(positive, n_zero, n_sat, n_nonfinite, mn)

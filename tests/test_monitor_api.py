@@ -211,7 +211,7 @@ def test_internal_error_warns_and_training_continues(monkeypatch: pytest.MonkeyP
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("synthetic failure")
 
-    monkeypatch.setattr(_sites, "activation_stats", boom)
+    monkeypatch.setattr(_sites, "activation_update", boom)
     torch.manual_seed(0)
     model = mlp(nn.ReLU, 2, 16)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

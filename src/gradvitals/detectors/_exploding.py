@@ -5,7 +5,8 @@ healthy windows, except the update-ratio rule):
 
 - the global gradient norm is at least ``explode_factor`` (10) x the median of the
   earlier healthy windows' norms, *and* the run is getting worse: the loss rose more
-  than ``explode_loss_rise`` (10%) above the previous window's and has not converged
+  than ``explode_loss_rise`` (10%) above the median of the earlier healthy windows' and
+  has not converged
   (or, when no loss is observed, some layer's update ratio is
   at least a quarter of ``explode_update_ratio``). Healthy nets leaving their initial
   plateau grow their gradient norm 10-20x while the loss falls: that is not exploding;
@@ -110,7 +111,9 @@ class ExplodingGradientDetector:
         )
         if _ok(loss) and self.losses:
             # a real rise, not a 1% wobble; and a converged net's one hard batch is not a blow-up
-            worse = loss > (1.0 + self.t.explode_loss_rise) * self.losses[-1] and not converged
+            # against the median of healthy history, not the previous window: a window
+            # already inside the episode must not become the reference
+            worse = loss > (1.0 + self.t.explode_loss_rise) * median(self.losses) and not converged
         else:
             worse = max_update >= 0.25 * self.t.explode_update_ratio
         ev["loss_rising"] = bool(worse)

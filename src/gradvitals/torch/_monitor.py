@@ -620,13 +620,13 @@ class Monitor:
             pieces.append(x)
             ops.append((op, x.numel()))
 
-        live = [k for k in w.site_order if k in w.sites and w.sites[k].positive is not None]
+        live = [k for k in w.site_order if k in w.sites and w.sites[k].live]
         for k in live:
             a = w.sites[k]
-            assert a.positive is not None and a.sums is not None and a.min_value is not None
-            add(a.positive, MAX)
-            add(a.sums, SUM)
-            add(a.min_value, MIN)
+            positive, sums, mn = a.packed(device)
+            add(positive, MAX)
+            add(sums, SUM)
+            add(mn, MIN)
             # host counts travel as fills, not host->device copies (which would sync)
             counts = [
                 torch.full((), float(v), dtype=torch.float64, device=device)

@@ -49,7 +49,8 @@ except ImportError:  # pragma: no cover - the catalog is built alongside
         return _NAMES.get(type(module).__name__)
 
 
-from gradvitals.torch._stats import activation_stats, unit_dim_for
+from gradvitals.stats import SATURATING
+from gradvitals.torch._stats import activation_update, unit_dim_for
 
 __all__ = ["SiteAccumulator", "plan_sites"]
 
@@ -85,11 +86,20 @@ class SiteAccumulator:
     units: int = -1
     n_examples: int = 0  # host ints: known from shapes, no sync
     n_elements: int = 0
-    positive: torch.Tensor | None = None
-    sums: torch.Tensor | None = None  # [n_zero, n_saturated, n_nonfinite] int64
-    min_value: torch.Tensor | None = None
+    unit_max: torch.Tensor | None = None  # running per-unit maximum (NaN propagates)
+    count: torch.Tensor | None = None  # non-zero values, or saturated values
+    min_value: torch.Tensor | None = None  # input sites only
     order: int = -1  # first-seen position in forward order
     shape_changed: bool = field(default=False)
+
+    @property
+    def live(self) -> bool:
+        """True once the window has seen this site."""
+        return self.unit_max is not None
+
+    @property
+    def saturating(self) -> bool:
+        return self.activation in SATURATING
 
     def fresh(self) -> SiteAccumulator:
         """A new, empty accumulator for the same site (double buffering of windows)."""
@@ -100,31 +110,55 @@ class SiteAccumulator:
     def reset(self) -> None:
         self.n_examples = 0
         self.n_elements = 0
-        self.positive = None
-        self.sums = None
+        self.unit_max = None
+        self.count = None
         self.min_value = None
 
     def add(self, x: torch.Tensor, eps: float) -> None:
+        """Fold one batch in: 2-3 reductions and 2-3 in-place updates, no host sync."""
         ud = unit_dim_for(x.ndim, self.conv_like)
         units = x.shape[ud] if x.ndim else 1
-        if self.positive is not None and units != self.units:
+        if self.unit_max is not None and units != self.units:
             # the same call position changed width: start over rather than mix units
             self.reset()
             self.shape_changed = True
         self.units = units
-        s = activation_stats(x, ud, self.activation, eps, need_min=self.role == "input")
-        packed = torch.stack([s.n_zero, s.n_saturated, s.n_nonfinite])
-        if self.positive is None:
-            self.positive = s.positive.clone()
-            self.sums = packed
-            self.min_value = s.min_value.float().clone()
+        mx, count = activation_update(x, ud, self.activation, eps)
+        if self.unit_max is None:
+            self.unit_max = mx.float().clone()
+            self.count = count.clone()
         else:
-            assert self.sums is not None and self.min_value is not None
-            self.positive |= s.positive
-            self.sums += packed
-            self.min_value = torch.minimum(self.min_value, s.min_value.float())
+            assert self.count is not None
+            torch.maximum(self.unit_max, mx.float(), out=self.unit_max)
+            self.count += count
+        if self.role == "input":
+            mn = x.detach().amin().float()
+            self.min_value = mn if self.min_value is None else torch.minimum(self.min_value, mn)
         self.n_examples += int(x.shape[0]) if x.ndim >= 2 else 1
         self.n_elements += x.numel()
+
+    def packed(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(positive, [n_zero, n_saturated, n_nonfinite], min)`` for the window, on device.
+
+        ``positive = unit_max > 0``; non-finite units are those whose maximum is NaN/Inf
+        (plus 1 when an input site's minimum is -Inf).
+        """
+        assert self.unit_max is not None and self.count is not None
+        mx = self.unit_max
+        positive = mx > 0
+        n_nf = (~torch.isfinite(mx)).sum()
+        zero = torch.zeros((), dtype=torch.int64, device=mx.device)
+        if self.min_value is not None:
+            n_nf = n_nf + torch.isneginf(self.min_value).to(torch.int64)
+            mn = self.min_value
+        else:
+            mn = zero.float()
+        if self.saturating:
+            n_zero, n_sat = zero, self.count.to(torch.int64)
+        else:
+            n_zero, n_sat = self.n_elements - self.count.to(torch.int64), zero
+        sums = torch.stack([n_zero, n_sat, n_nf.to(torch.int64)])
+        return positive.to(device), sums.to(device), mn.to(device)
 
 
 def plan_sites(model: nn.Module) -> tuple[dict[str, str], set[str]]:

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["ActivationStats", "activation_stats", "unit_dim_for"]
+__all__ = ["ActivationStats", "activation_stats", "activation_update", "unit_dim_for"]
 
 
 class ActivationStats(NamedTuple):
@@ -82,3 +82,32 @@ def activation_stats(
         n_sat = zero
         n_zero = x.numel() - torch.count_nonzero(x)  # one reduction, not two
     return ActivationStats(positive, n_zero, n_sat, n_nonfinite, mn)
+
+
+@torch.no_grad()
+def activation_update(
+    x: torch.Tensor, unit_dim: int, activation: str, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two per-batch reductions the collector accumulates on a sampled step.
+
+    Returns ``(unit_max, count)``: the per-unit maximum (``amax`` propagates NaN, so
+    non-finite units show there too), and the number of non-zero values (ReLU-like) or
+    of values within ``eps`` of an asymptote (sigmoid/tanh-like). Everything else
+    (``positive = unit_max > 0``, zero and non-finite counts) is derived once per window.
+
+    >>> import torch
+    >>> x = torch.tensor([[0.0, 1.0, -2.0], [0.0, 3.0, -1.0]])
+    >>> mx, nonzero = activation_update(x, 1, "relu", 0.01)
+    >>> mx.tolist(), int(nonzero)  # 6 values, 2 of them zero
+    ([0.0, 3.0, -1.0], 4)
+    """
+    x = x.detach()
+    dims = tuple(d for d in range(x.ndim) if d != unit_dim % max(x.ndim, 1))
+    mx = x.amax(dim=dims) if dims else x
+    if activation in _SIGMOID_LIKE:
+        count = ((x < eps) | (x > 1.0 - eps)).sum()
+    elif activation in _TANH_LIKE:
+        count = (x.abs() > 1.0 - eps).sum()
+    else:
+        count = torch.count_nonzero(x)
+    return mx, count

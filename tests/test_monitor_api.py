@@ -378,3 +378,21 @@ def test_loss_observed_after_the_step_lands_in_its_own_window() -> None:
     assert [(f.kind, f.layer, f.step) for f in after.findings] == [
         (f.kind, f.layer, f.step) for f in before.findings
     ]
+
+
+def test_half_precision_activations_count_exactly() -> None:
+    """Counts of fp16/bf16 activations are summed in fp32 (an fp16 sum overflows at 65504)."""
+    from gradvitals.torch._sites import SiteAccumulator
+
+    for dtype in (torch.float16, torch.bfloat16):
+        acc = SiteAccumulator("r", "relu", "output", conv_like=False)
+        x = torch.ones(1000, 200, dtype=dtype)
+        x[:, :50] = 0
+        acc.add(x, 0.01)
+        positive, sums, _ = acc.packed(torch.device("cpu"))
+        assert int(sums[0]) == 50_000 and positive.sum() == 150
+        sat = SiteAccumulator("s", "sigmoid", "output", conv_like=False)
+        y = torch.full((1000, 200), 0.5, dtype=dtype)
+        y[:, :120] = 1.0
+        sat.add(y, 0.01)
+        assert int(sat.packed(torch.device("cpu"))[1][1]) == 120_000

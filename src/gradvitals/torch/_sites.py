@@ -87,7 +87,7 @@ class SiteAccumulator:
     n_examples: int = 0  # host ints: known from shapes, no sync
     n_elements: int = 0
     unit_max: torch.Tensor | None = None  # running per-unit maximum (NaN propagates)
-    count: torch.Tensor | None = None  # non-zero values, or saturated values
+    count: torch.Tensor | None = None  # signed count (see activation_update), float64
     min_value: torch.Tensor | None = None  # input sites only
     order: int = -1  # first-seen position in forward order
     shape_changed: bool = field(default=False)
@@ -123,14 +123,15 @@ class SiteAccumulator:
             self.reset()
             self.shape_changed = True
         self.units = units
-        mx, count = activation_update(x, ud, self.activation, eps)
+        kind = "input" if self.role == "input" else self.activation
+        mx, count = activation_update(x, ud, kind, eps)
         if self.unit_max is None:
             self.unit_max = mx.float().clone()
-            self.count = count.clone()
+            self.count = count.double()
         else:
             assert self.count is not None
             torch.maximum(self.unit_max, mx.float(), out=self.unit_max)
-            self.count += count
+            self.count += count.double()
         if self.role == "input":
             mn = x.detach().amin().float()
             self.min_value = mn if self.min_value is None else torch.minimum(self.min_value, mn)
@@ -153,11 +154,12 @@ class SiteAccumulator:
             mn = self.min_value
         else:
             mn = zero.float()
-        if self.saturating:
-            n_zero, n_sat = zero, self.count.to(torch.int64)
-        else:
-            n_zero, n_sat = self.n_elements - self.count.to(torch.int64), zero
-        sums = torch.stack([n_zero, n_sat, n_nf.to(torch.int64)])
+        n = float(self.n_elements)
+        if self.saturating:  # count = #saturated - #unsaturated
+            n_zero, n_sat = zero.double(), ((n + self.count) / 2).round()
+        else:  # count = #non-zero (x >= 0 wherever it is used)
+            n_zero, n_sat = (n - self.count).round(), zero.double()
+        sums = torch.stack([n_zero, n_sat, n_nf.double()])
         return positive.to(device), sums.to(device), mn.to(device)
 
 

@@ -84,30 +84,48 @@ def activation_stats(
     return ActivationStats(positive, n_zero, n_sat, n_nonfinite, mn)
 
 
+#: Activations whose zero count is reported (their never-positive units are dead).
+_COUNT_ZEROS = frozenset({"relu", "relu6", "input"})
+
+
 @torch.no_grad()
 def activation_update(
     x: torch.Tensor, unit_dim: int, activation: str, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two per-batch reductions the collector accumulates on a sampled step.
+    r"""The two per-batch reductions the collector accumulates on a sampled step.
 
-    Returns ``(unit_max, count)``: the per-unit maximum (``amax`` propagates NaN, so
-    non-finite units show there too), and the number of non-zero values (ReLU-like) or
-    of values within ``eps`` of an asymptote (sigmoid/tanh-like). Everything else
-    (``positive = unit_max > 0``, zero and non-finite counts) is derived once per window.
+    Returns ``(unit_max, signed_count)``:
+
+    - ``unit_max``: the per-unit maximum (``amax`` propagates NaN, so non-finite units
+      show there too);
+    - ``signed_count`` :math:`= \sum \operatorname{sign}(\cdot)`, NaN-safe, of
+      ``x`` for ReLU-like sites (the number of non-zero values when ``x >= 0``), of
+      :math:`|x - \tfrac12| - (\tfrac12 - \epsilon)` for sigmoid-like and of
+      :math:`|x| - (1 - \epsilon)` for tanh-like outputs (saturated minus unsaturated
+      values); 0 for other activations. ``sign().nansum()`` is 3-4x cheaper on CPU
+      than ``(x == 0).sum()`` or ``count_nonzero``.
+
+    Everything else (positive units, zero, saturated and non-finite counts) is derived
+    once per window.
 
     >>> import torch
-    >>> x = torch.tensor([[0.0, 1.0, -2.0], [0.0, 3.0, -1.0]])
+    >>> x = torch.tensor([[0.0, 1.0, 2.0], [0.0, 3.0, 0.0]])
     >>> mx, nonzero = activation_update(x, 1, "relu", 0.01)
-    >>> mx.tolist(), int(nonzero)  # 6 values, 2 of them zero
-    ([0.0, 3.0, -1.0], 4)
+    >>> mx.tolist(), int(nonzero)  # 6 values, 3 of them zero
+    ([0.0, 3.0, 2.0], 3)
+    >>> _, s = activation_update(torch.tensor([[0.001, 0.5, 0.999, 0.2]]), 1, "sigmoid", 0.01)
+    >>> int(s)  # 2 saturated - 2 not
+    0
     """
     x = x.detach()
     dims = tuple(d for d in range(x.ndim) if d != unit_dim % max(x.ndim, 1))
     mx = x.amax(dim=dims) if dims else x
     if activation in _SIGMOID_LIKE:
-        count = ((x < eps) | (x > 1.0 - eps)).sum()
+        count = ((x - 0.5).abs_() - (0.5 - eps)).sign_().nansum(dtype=torch.float32)
     elif activation in _TANH_LIKE:
-        count = (x.abs() > 1.0 - eps).sum()
+        count = (x.abs() - (1.0 - eps)).sign_().nansum(dtype=torch.float32)
+    elif activation in _COUNT_ZEROS:
+        count = x.sign().nansum(dtype=torch.float32)  # fp16 sums overflow at 65504
     else:
-        count = torch.count_nonzero(x)
+        count = torch.zeros((), dtype=torch.float32, device=x.device)
     return mx, count

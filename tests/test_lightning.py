@@ -92,9 +92,7 @@ def test_a_dying_run_is_found(caplog: pytest.LogCaptureFixture) -> None:
 def test_update_ratio_is_that_of_the_whole_accumulated_step() -> None:
     # SGD without momentum: ||dw|| = lr * ||g|| for the gradient summed over both
     # micro-batches; the monitor reads g after the second one, before any clipping
-    # samples=1: the update ratio is taken on a window's last step, and the gradient
-    # norm then comes from that same step
-    cb = VitalsCallback(every=2, samples=1, lint=False)
+    cb = VitalsCallback(every=2, lint=False)
     _fit(Regressor(lr=1e-3, adam=False), cb, max_steps=6, accumulate_grad_batches=2)
     assert cb.monitor is not None and cb.monitor.step_count == 6
     layers = [lay for rec in cb.monitor.history for lay in rec.layers.values() if lay.n_samples]

@@ -288,12 +288,7 @@ class Monitor:
             ptrs = {a.data_ptr() for a in args if isinstance(a, torch.Tensor)}
             ptrs |= {v.data_ptr() for v in kwargs.values() if isinstance(v, torch.Tensor)}
             self._input_ptrs = ptrs
-            if (
-                self.optimizer is None
-                and torch.is_grad_enabled()
-                and self._params.before is None
-                and self._is_update_step()
-            ):
+            if self.optimizer is None and torch.is_grad_enabled() and self._params.before is None:
                 self._params.snapshot_weights()
 
         self._guard(body)()
@@ -363,12 +358,8 @@ class Monitor:
 
         return self._guard(body)
 
-    def _is_update_step(self) -> bool:
-        """The update ratio is measured on the window's last step only (one weight copy)."""
-        return self.step_count >= self._window_start + self._window_len - 1
-
     def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._sampled_hooks and not self.disabled and self._is_update_step():
+        if self._sampled_hooks and not self.disabled:
             self._guard(self._params.snapshot_weights)()
 
     def _on_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -697,8 +688,8 @@ class Monitor:
             layers[self._table.names[i]] = LayerStats(
                 name=self._table.names[i],
                 grad_norm=float(grad_sum[i] / s) if has else float("nan"),
-                weight_norm=float(w_last[i]) if p.n_updates else float("nan"),
-                update_norm=float(upd_sum[i] / p.n_updates) if p.has_update else float("nan"),
+                weight_norm=float(w_last[i]) if p.n_samples else float("nan"),
+                update_norm=float(upd_sum[i] / s) if p.has_update else float("nan"),
                 numel=self._table.numel[i],
                 n_grad_nonfinite=int(nonfinite[i]),
                 n_samples=p.n_samples,

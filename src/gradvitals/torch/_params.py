@@ -76,7 +76,6 @@ class ParamAccumulator:
         self.has_grad = [False] * n
         self.has_update = False
         self.n_samples = 0
-        self.n_updates = 0
 
     def fresh(self) -> ParamAccumulator:
         """A new, empty accumulator over the same table (double buffering of windows)."""
@@ -124,20 +123,20 @@ class ParamAccumulator:
             for i in idx:
                 self.has_grad[t.layer_of_param[i]] = True
         weights = [p.detach() for p in t.params]
-        if weights and self.before is not None:  # the window's update step
+        if weights:
             w = torch.stack(torch._foreach_norm(weights)).double()
             wsq = torch.zeros(n, dtype=torch.float64, device=self.device).index_add_(
                 0, self.index, w.square()
             )
             self.weight_last = wsq.sqrt()
-            torch._foreach_sub_(self.before, weights)  # in place: before <- -(delta w)
-            d = torch.stack(torch._foreach_norm(self.before)).double()
-            dsq = torch.zeros(n, dtype=torch.float64, device=self.device).index_add_(
-                0, self.index, d.square()
-            )
-            self.update_sum += dsq.sqrt()
-            self.has_update = True
-            self.n_updates += 1
+            if self.before is not None:
+                torch._foreach_sub_(self.before, weights)  # in place: before <- -(delta w)
+                d = torch.stack(torch._foreach_norm(self.before)).double()
+                dsq = torch.zeros(n, dtype=torch.float64, device=self.device).index_add_(
+                    0, self.index, d.square()
+                )
+                self.update_sum += dsq.sqrt()
+                self.has_update = True
         self.before = None
         self.grad_norms = {}
         self.grad_scale = None

@@ -61,6 +61,22 @@ class DetectorSuite:
         findings += self.exploding.update(record)
         return findings
 
+    def rearm(self, *, forget_history: bool = False) -> None:
+        """Clear every trigger, so a failure that persists fires again (after a repair).
+
+        The dead-unit masks always start over: they describe the state rolled away
+        from. ``forget_history`` also drops the exploding detector's healthy history,
+        whose scales no longer hold after a re-initialisation or an activation swap.
+        """
+        for det in self.detectors.values():
+            det.trigger.firing.clear()
+            det.trigger.bad.clear()
+            det.trigger.good.clear()
+        self.dying.masks.clear()
+        if forget_history:
+            ex = self.exploding
+            ex.norms, ex.layer_norms, ex.depth_ratios, ex.losses = [], {}, [], []
+
     @property
     def clip_norm(self) -> float | None:
         """Clipping threshold suggested from healthy history (2 x median norm)."""

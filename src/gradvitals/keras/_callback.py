@@ -40,7 +40,7 @@ from gradvitals.keras._probe import Probe
 from gradvitals.keras._remedies import keras_remedies
 from gradvitals.keras._window import LossBase, WindowBuffer, assemble
 from gradvitals.remedies import RepairPolicy
-from gradvitals.stats import WindowRecord
+from gradvitals.stats import WindowRecord, history_scalars
 
 __all__ = ["VitalsCallback"]
 
@@ -460,11 +460,7 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     def scalars(self) -> dict[str, list[tuple[int, float]]]:
         """Statistics history as ``tag -> [(step, value), ...]`` (the TensorBoard tags)."""
-        out: dict[str, list[tuple[int, float]]] = {}
-        for rec in self.history:
-            for tag, v in rec.scalars().items():
-                out.setdefault(tag, []).append((rec.step, v))
-        return out
+        return history_scalars(self.history)
 
     def state_dict(self) -> dict[str, Any]:
         """Detector state, findings, repairs and the step count, for a resumed run."""

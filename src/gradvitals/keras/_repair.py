@@ -38,15 +38,14 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gradvitals.detectors import has_nonfinite
 from gradvitals.errors import UsageError
 from gradvitals.findings import FailureMode, Finding
-from gradvitals.remedies import RepairPolicy, remedies_for
+from gradvitals.remedies import RepairPolicy
+from gradvitals.remedies import _ledger as ledger
 from gradvitals.stats import SATURATING, WindowRecord
 
 if TYPE_CHECKING:
@@ -65,35 +64,9 @@ _REINIT = frozenset({"reinit_dead", "relu_he", "xavier_init", "leaky_variant"})
 def suspect(cb: VitalsCallback, record: WindowRecord, norms: list[float]) -> str | None:
     """Why a window without findings is not clean enough to snapshot, or None.
 
-    As in the PyTorch repairer: a NaN/Inf, a gradient norm ``explode_factor`` x its
-    recent median (``norms``), a step of a quarter of a layer's weights, a layer over
-    the dead or saturated threshold, or a detector counting bad windows.
+    The same rule as the PyTorch repairer's: ``gradvitals.remedies._ledger.unclean_reason``.
     """
-    if has_nonfinite(record):
-        return "non-finite values"
-    t = cb.thresholds
-    g = record.total_grad_norm
-    if norms and math.isfinite(g) and g >= t.explode_factor * statistics.median(norms):
-        return f"the gradient norm jumped to {g:.3g}"
-    for lay in record.layers.values():
-        u = lay.update_ratio
-        if math.isfinite(u) and u >= 0.25 * t.explode_update_ratio:
-            return f"{lay.name}'s step was {u:.2g}x its weights"
-    for name, s in record.sites.items():
-        if (
-            s.relu_like
-            and s.units
-            and s.n_examples >= t.min_examples
-            and s.dead_fraction >= t.dead_fraction
-        ):
-            return f"{name}: {s.dead_fraction:.0%} dead units"
-        if s.activation in SATURATING and s.n_elements and s.saturation >= t.saturation:
-            return f"{name}: {s.saturation:.0%} saturated"
-    for key, det in cb.suite.detectors.items():
-        trig = det.trigger
-        if trig.firing or any(v > 0 for v in trig.bad.values()):
-            return f"{key} pending"
-    return None
+    return ledger.unclean_reason(record, cb.thresholds, cb.suite, norms)
 
 
 class KerasRepairer:
@@ -221,7 +194,7 @@ class KerasRepairer:
                 )
         if structural:
             self._retrace()
-        self._reset_detectors(reinit=reinit)
+        self.cb.suite.rearm(forget_history=reinit)
         if reinit or self.snapshot is None:
             self.capture(record.step_end + 1)  # the restored state, with the fix applied
         return finals
@@ -233,23 +206,16 @@ class KerasRepairer:
         self._pending = []
 
     # -- decisions ---------------------------------------------------------------------
-    def _kind_records(self, kind: FailureMode) -> list[dict[str, Any]]:
-        return [r for r in self.cb.repairs if r.get("kind") == kind.value]
-
     def _attempts(self, kind: FailureMode) -> int:
-        return len(self._kind_records(kind))
+        return len(ledger.kind_records(self.cb.repairs, kind))
 
     def _gave_up(self, kind: FailureMode, finals: list[Finding]) -> bool:
         return any(f.final and f.kind is kind for f in [*self.cb.findings, *finals])
 
     def _candidates(self, kind: FailureMode, findings: list[Finding]) -> list[str]:
-        """The policy's actions after the last one used for ``kind`` that apply here."""
-        names = self.policy.actions_for(kind)
-        start = 0
-        for r in self._kind_records(kind):  # replay: resumes after load_state_dict too
-            hit = next((i for i in range(start, len(names)) if names[i] == r["action"]), None)
-            start = len(names) if hit is None else hit + 1
-        return [n for n in names[start:] if self._applicable(n, findings)]
+        """The policy's next actions for ``kind`` that apply to this Keras model."""
+        names = ledger.next_actions(self.policy, self.cb.repairs, kind)
+        return [n for n in names if self._applicable(n, findings)]
 
     def _applicable(self, name: str, findings: list[Finding]) -> bool:
         if name == "lower_lr":
@@ -422,19 +388,6 @@ class KerasRepairer:
         self.cb._rebuild_probe()
 
     # -- bookkeeping -------------------------------------------------------------------
-    def _reset_detectors(self, *, reinit: bool) -> None:
-        """Re-arm every detector (a mode that persists fires again); after a
-        re-initialisation or a swap the exploding history and dead masks start over."""
-        suite = self.cb.suite
-        for det in suite.detectors.values():
-            det.trigger.firing.clear()
-            det.trigger.bad.clear()
-            det.trigger.good.clear()
-        suite.dying.masks.clear()
-        if reinit:
-            ex = suite.exploding
-            ex.norms, ex.layer_norms, ex.depth_ratios, ex.losses = [], {}, [], []
-
     def _log(
         self,
         kind: FailureMode,
@@ -444,30 +397,11 @@ class KerasRepairer:
         detail: str,
         rollback: int | None,
     ) -> None:
-        back = (
-            f"rolled back to the healthy state of step {rollback}"
-            if rollback is not None
-            else "no healthy state to roll back to"
-        )
-        layers = [f.layer for f in findings if f.layer]
-        rec: dict[str, Any] = {
-            "step": record.step,
-            "kind": kind.value,
-            "layer": layers[0] if layers else None,
-            "action": action,
-            "reason": f"{back}; {detail}"
-            + (f"; the findings also named {', '.join(layers[1:])}" if len(layers) > 1 else ""),
-            "healthy_after": None,
-            "attempt": self._attempts(kind) + 1,
-            "rollback_step": rollback,
-        }
+        attempt = self._attempts(kind) + 1
+        rec = ledger.repair_record(kind, findings, record, action, detail, rollback, attempt)
         self.cb.repairs.append(rec)
         self._pending.append(rec)
-        line = (
-            f"gradvitals: step {rec['step']} repair {rec['attempt']}/"
-            f"{self.policy.max_attempts} for {kind.value}"
-            f"{' in ' + rec['layer'] if rec['layer'] else ''}: {action}: {rec['reason']}"
-        )
+        line = ledger.repair_line(rec, self.policy.max_attempts)
         (log.warning if self.cb.console else log.info)(line)
 
     def _settle(self, healthy: bool) -> None:
@@ -484,18 +418,6 @@ class KerasRepairer:
     def _give_up(
         self, kind: FailureMode, findings: list[Finding], record: WindowRecord, why: str
     ) -> Finding:
-        tried = [r["action"] for r in self._kind_records(kind)]
-        layer = next((f.layer for f in findings if f.layer), None)
-        return Finding(
-            kind=kind,
-            layer=layer,
-            step=record.step,
-            message=(
-                f"could not repair: {kind.value} came back at step {record.step}; {why}"
-                + (f" (tried: {', '.join(tried)})" if tried else "")
-                + ". Training goes on unrepaired for this failure mode"
-            ),
-            evidence={"attempts": len(tried), "actions": tried, "last": findings[0].message},
-            remedies=remedies_for(kind, clip_norm=self.cb.suite.clip_norm),
-            final=True,
+        return ledger.give_up_finding(
+            kind, findings, record, why, self.cb.repairs, self.cb.suite.clip_norm
         )

@@ -9,3 +9,4 @@ from gradvitals.stats._records import LayerStats as LayerStats
 from gradvitals.stats._records import LossStats as LossStats
 from gradvitals.stats._records import SiteStats as SiteStats
 from gradvitals.stats._records import WindowRecord as WindowRecord
+from gradvitals.stats._records import history_scalars as history_scalars

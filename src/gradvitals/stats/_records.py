@@ -37,6 +37,7 @@ __all__ = [
     "LossStats",
     "SiteStats",
     "WindowRecord",
+    "history_scalars",
 ]
 
 #: Activations whose outputs saturate at asymptotes; their sites report ``saturation``.
@@ -319,3 +320,16 @@ class WindowRecord:
             loss=loss,
             skipped_steps=int(d.get("skipped_steps", 0)),
         )
+
+
+def history_scalars(records: list[WindowRecord]) -> dict[str, list[tuple[int, float]]]:
+    """A run's statistics as ``tag -> [(step, value), ...]`` (the TensorBoard tags).
+
+    >>> history_scalars([WindowRecord(0, 0, 4, loss=LossStats(sum=2.0, count=1))])
+    {'loss/train': [(4, 2.0)]}
+    """
+    out: dict[str, list[tuple[int, float]]] = {}
+    for rec in records:
+        for tag, v in rec.scalars().items():
+            out.setdefault(tag, []).append((rec.step, v))
+    return out

@@ -32,7 +32,7 @@ from torch import nn
 from gradvitals.detectors import DetectorSuite, Thresholds
 from gradvitals.errors import UsageError
 from gradvitals.findings import Finding
-from gradvitals.stats import LayerStats, LossStats, SiteStats, WindowRecord
+from gradvitals.stats import LayerStats, LossStats, SiteStats, WindowRecord, history_scalars
 from gradvitals.torch._params import LayerTable, ParamAccumulator
 from gradvitals.torch._sites import SiteAccumulator, plan_sites
 
@@ -470,11 +470,7 @@ class Monitor:
 
     def scalars(self) -> dict[str, list[tuple[int, float]]]:
         """Statistics history as ``tag -> [(step, value), ...]`` (the TensorBoard tags)."""
-        out: dict[str, list[tuple[int, float]]] = {}
-        for rec in self.history:
-            for tag, v in rec.scalars().items():
-                out.setdefault(tag, []).append((rec.step, v))
-        return out
+        return history_scalars(self.history)
 
     def state_dict(self) -> dict[str, Any]:
         """Detector state, findings and the step count, for a resumed run."""

@@ -40,15 +40,14 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 from typing import Any
 
 import torch
 
-from gradvitals.detectors import ExplodingGradientDetector, has_nonfinite, suggest_clip_norm
+from gradvitals.detectors import suggest_clip_norm
 from gradvitals.errors import UsageError
 from gradvitals.findings import FailureMode, Finding
-from gradvitals.remedies import remedies_for
+from gradvitals.remedies import _ledger as ledger
 from gradvitals.remedies._policy import RepairPolicy
 from gradvitals.stats import SATURATING, WindowRecord
 from gradvitals.torch import _repair_actions as act
@@ -147,7 +146,7 @@ class Repairer:
                     break
             else:
                 self._give_up(kind, fs, record, "no action left in the policy could be applied")
-        self._reset_detectors(reinit=reinit)
+        self.monitor.suite.rearm(forget_history=reinit)
         if structural:
             self.monitor._replan()
         if structural or not self.snapshot.taken:
@@ -163,59 +162,24 @@ class Repairer:
 
     # -- decisions ------------------------------------------------------------------------
     def _suspect(self, record: WindowRecord) -> str | None:
-        """Why this window is not clean enough to snapshot, or None when it is.
-
-        Besides findings, a window is suspect when it is on its way to one: a NaN/Inf,
-        a layer over the dead or saturated threshold, a detector counting bad windows,
-        a step of a quarter of a layer's weights (the exploding detector's own
-        corroboration level) or a gradient norm ``explode_factor`` x its recent median.
-        """
-        if has_nonfinite(record):
-            return "non-finite values"
-        t = self.monitor.thresholds
-        g = record.total_grad_norm
+        """Why this window is not clean enough to snapshot (see ``unclean_reason``)."""
         recent = list(self._norms)
+        g = record.total_grad_norm
         if math.isfinite(g):
             self._norms = (self._norms + [g])[-8:]
-        if recent and math.isfinite(g) and g >= t.explode_factor * statistics.median(recent):
-            return f"the gradient norm jumped to {g:.3g}"
-        for lay in record.layers.values():
-            u = lay.update_ratio
-            if math.isfinite(u) and u >= 0.25 * t.explode_update_ratio:
-                return f"{lay.name}'s step was {u:.2g}x its weights"
-        for name, s in record.sites.items():
-            if (
-                s.relu_like
-                and s.units
-                and s.n_examples >= t.min_examples
-                and s.dead_fraction >= t.dead_fraction
-            ):
-                return f"{name}: {s.dead_fraction:.0%} dead units"
-            if s.activation in SATURATING and s.n_elements and s.saturation >= t.saturation:
-                return f"{name}: {s.saturation:.0%} saturated"
-        for key, det in self.monitor.suite.detectors.items():
-            trig = det.trigger
-            if trig.firing or any(v > 0 for v in trig.bad.values()):
-                return f"{key} pending"
-        return None
-
-    def _kind_records(self, kind: FailureMode) -> list[dict[str, Any]]:
-        return [r for r in self.monitor.repairs if r.get("kind") == kind.value]
+        m = self.monitor
+        return ledger.unclean_reason(record, m.thresholds, m.suite, recent)
 
     def _attempts(self, kind: FailureMode) -> int:
-        return len(self._kind_records(kind))
+        return len(ledger.kind_records(self.monitor.repairs, kind))
 
     def _gave_up(self, kind: FailureMode) -> bool:
         return any(f.final and f.kind is kind for f in self.monitor.findings)
 
     def _candidates(self, kind: FailureMode, findings: list[Finding]) -> list[str]:
-        """The policy's actions after the last one used for ``kind`` that apply here."""
-        names = self.policy.actions_for(kind)
-        start = 0
-        for r in self._kind_records(kind):  # replay: resumes after load_state_dict too
-            hit = next((i for i in range(start, len(names)) if names[i] == r["action"]), None)
-            start = len(names) if hit is None else hit + 1
-        return [n for n in names[start:] if self._applicable(n, findings)]
+        """The policy's next actions for ``kind`` that apply to this model."""
+        names = ledger.next_actions(self.policy, self.monitor.repairs, kind)
+        return [n for n in names if self._applicable(n, findings)]
 
     def _applicable(self, name: str, findings: list[Finding]) -> bool:
         model = self.monitor.model
@@ -403,23 +367,6 @@ class Repairer:
         return "Xavier-initialised " + ", ".join(parts)
 
     # -- bookkeeping ----------------------------------------------------------------------
-    def _reset_detectors(self, *, reinit: bool) -> None:
-        """The detectors restart from the snapshot's healthy state, re-armed.
-
-        Re-arming lets a mode that persists fire again (and be repaired again, or
-        given up on). After a re-initialisation or a swap, gradient scales change: the
-        exploding detector's history and the dead-unit masks start over.
-        """
-        for det in self.monitor.suite.detectors.values():
-            trig = det.trigger
-            trig.firing.clear()
-            trig.bad.clear()
-            trig.good.clear()
-        self.monitor.suite.dying.masks.clear()  # they describe the state rolled away from
-        if reinit:
-            ex: ExplodingGradientDetector = self.monitor.suite.exploding
-            ex.norms, ex.layer_norms, ex.depth_ratios, ex.losses = [], {}, [], []
-
     def _log(
         self,
         kind: FailureMode,
@@ -429,36 +376,14 @@ class Repairer:
         detail: str,
         rollback: int | None,
     ) -> None:
-        back = (
-            f"rolled back to the healthy state of step {rollback}"
-            if rollback is not None
-            else "no healthy state to roll back to"
-        )
-        layers = [f.layer for f in findings if f.layer]
-        rec: dict[str, Any] = {
-            "step": record.step,
-            "kind": kind.value,
-            "layer": layers[0] if layers else None,
-            "action": action,
-            "reason": f"{back}; {detail}"
-            + (f"; the findings also named {', '.join(layers[1:])}" if len(layers) > 1 else ""),
-            "healthy_after": None,
-            "attempt": self._attempts(kind) + 1,
-            "rollback_step": rollback,
-        }
-        self.monitor.repairs.append(rec)
-        self._pending.append(rec)
         m = self.monitor
+        attempt = self._attempts(kind) + 1
+        rec = ledger.repair_record(kind, findings, record, action, detail, rollback, attempt)
+        m.repairs.append(rec)
+        self._pending.append(rec)
         if m.is_main_process:
-            line = (
-                f"gradvitals: step {rec['step']} repair {rec['attempt']}/"
-                f"{self.policy.max_attempts} for {kind.value}"
-                f"{' in ' + rec['layer'] if rec['layer'] else ''}: {action}: {rec['reason']}"
-            )
-            if m.console:
-                log.warning(line)
-            else:
-                log.info(line)
+            line = ledger.repair_line(rec, self.policy.max_attempts)
+            (log.warning if m.console else log.info)(line)
 
     def _settle(self, healthy: bool) -> None:
         for r in self._pending:
@@ -475,21 +400,7 @@ class Repairer:
         self, kind: FailureMode, findings: list[Finding], record: WindowRecord, why: str
     ) -> None:
         m = self.monitor
-        tried = [r["action"] for r in self._kind_records(kind)]
-        layer = next((f.layer for f in findings if f.layer), None)
-        f = Finding(
-            kind=kind,
-            layer=layer,
-            step=record.step,
-            message=(
-                f"could not repair: {kind.value} came back at step {record.step}; {why}"
-                + (f" (tried: {', '.join(tried)})" if tried else "")
-                + ". Training goes on unrepaired for this failure mode"
-            ),
-            evidence={"attempts": len(tried), "actions": tried, "last": findings[0].message},
-            remedies=remedies_for(kind, clip_norm=m.suite.clip_norm),
-            final=True,
-        )
+        f = ledger.give_up_finding(kind, findings, record, why, m.repairs, m.suite.clip_norm)
         m.findings.append(f)
         if m.is_main_process:
             from gradvitals.torch._monitor import _console_line

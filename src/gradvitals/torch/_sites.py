@@ -21,34 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-try:
-    from gradvitals.activations import activation_name_for_module
-except ImportError:  # pragma: no cover - the catalog is built alongside
-    _NAMES = {
-        "ReLU": "relu",
-        "ReLU6": "relu6",
-        "LeakyReLU": "leaky_relu",
-        "PReLU": "prelu",
-        "RReLU": "rrelu",
-        "ELU": "elu",
-        "SELU": "selu",
-        "CELU": "celu",
-        "GELU": "gelu",
-        "SiLU": "silu",
-        "Mish": "mish",
-        "Softplus": "softplus",
-        "Hardswish": "hardswish",
-        "Sigmoid": "sigmoid",
-        "Tanh": "tanh",
-        "Hardsigmoid": "hardsigmoid",
-        "Hardtanh": "hardtanh",
-        "Softsign": "softsign",
-    }
-
-    def activation_name_for_module(module: object) -> str | None:
-        return _NAMES.get(type(module).__name__)
-
-
+from gradvitals.activations import activation_name_for_module
 from gradvitals.stats import SATURATING
 from gradvitals.torch._stats import activation_update, unit_dim_for
 

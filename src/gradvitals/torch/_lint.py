@@ -69,6 +69,8 @@ from gradvitals.errors import UsageError
 from gradvitals.findings import FailureMode, Finding
 from gradvitals.remedies import remedies_for
 from gradvitals.stats import SATURATING
+from gradvitals.torch._collapse import _DROPOUT
+from gradvitals.torch._stats import unit_dim_for
 
 __all__ = ["born_dead_probability", "lint"]
 
@@ -95,12 +97,7 @@ _NORM: tuple[type[nn.Module], ...] = (
 #: linear, shape-only or identity-at-inference modules: they do not break an affine chain
 _NEUTRAL = (
     nn.Identity,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
+    *_DROPOUT,
     nn.Flatten,
     nn.Unflatten,
     nn.AvgPool1d,
@@ -307,15 +304,6 @@ def _first_tensor(obj: Any) -> torch.Tensor | None:
     return None
 
 
-def _unit_dim(ndim: int, conv_like: bool) -> int:
-    """Features (last dim) or channels (dim 1 of N, C, ...), as the monitor counts units."""
-    if ndim <= 1:
-        return 0
-    if ndim == 2 or ndim >= 4:
-        return 1
-    return 1 if conv_like else 2
-
-
 @dataclass
 class _Source:
     name: str
@@ -372,7 +360,7 @@ def _trace(model: nn.Module, leaves: list[_Leaf], example_input: Any) -> _Trace:
                 site.through_norm = src.through_norm
             if act in _DIES_AT_ZERO and y.ndim >= 1:
                 conv_like = isinstance(site.producer_module, _CONV)
-                ud = _unit_dim(y.ndim, conv_like)
+                ud = unit_dim_for(y.ndim, conv_like)
                 alive = (y != 0).movedim(ud, -1).reshape(-1, y.shape[ud]).any(dim=0)
                 site.units = int(y.shape[ud])
                 site.dead_units = int((~alive).sum())

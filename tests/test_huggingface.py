@@ -92,6 +92,14 @@ def test_a_dying_run_is_found(tmp_path: Path) -> None:
     assert cb.monitor.history[-1].loss is not None
 
 
+def test_a_healthy_run_stays_quiet(tmp_path: Path) -> None:
+    cb = VitalsCallback(every=4, lint=False)
+    _train(tmp_path, [cb], max_steps=30, learning_rate=1e-2)
+    assert cb.monitor is not None and cb.monitor.step_count == 30
+    assert cb.monitor.findings == []
+    assert any(r.sites for r in cb.monitor.history)  # it was watching
+
+
 def test_gradients_are_read_before_clipping(tmp_path: Path) -> None:
     # one step per window: the monitor's total gradient norm is the Trainer's logged
     # pre-clip grad_norm, though max_grad_norm clips the gradient 1000-fold

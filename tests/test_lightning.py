@@ -89,6 +89,14 @@ def test_a_dying_run_is_found(caplog: pytest.LogCaptureFixture) -> None:
     assert all(set(r.sites) <= {"net.1", "net.3"} for r in cb.monitor.history)
 
 
+def test_a_healthy_run_stays_quiet() -> None:
+    cb = VitalsCallback(every=4, lint=False)
+    _fit(Regressor(lr=1e-2), cb, max_steps=30)
+    assert cb.monitor is not None and cb.monitor.step_count == 30
+    assert cb.monitor.findings == []
+    assert any(r.sites for r in cb.monitor.history)  # it was watching
+
+
 def test_update_ratio_is_that_of_the_whole_accumulated_step() -> None:
     # SGD without momentum: ||dw|| = lr * ||g|| for the gradient summed over both
     # micro-batches; the monitor reads g after the second one, before any clipping

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from gradvitals.detectors import DetectorSuite as DetectorSuite
 from gradvitals.detectors import Thresholds as Thresholds
+from gradvitals.findings import Cause as Cause
 from gradvitals.findings import FailureMode as FailureMode
 from gradvitals.findings import Finding as Finding
 from gradvitals.findings import Remedy as Remedy
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Cause",
     "DetectorSuite",
     "FailureMode",
     "Finding",

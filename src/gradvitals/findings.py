@@ -10,6 +10,8 @@ are for action.
 ('dying_relu', 'net.1', 40)
 >>> FailureMode("nonfinite") is FailureMode.NONFINITE
 True
+>>> f.cause.value  # every finding carries a cause; UNKNOWN when the evidence does not decide
+'unknown'
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-__all__ = ["FailureMode", "Finding", "Remedy"]
+__all__ = ["Cause", "FailureMode", "Finding", "Remedy"]
 
 
 class FailureMode(str, Enum):
@@ -34,6 +36,11 @@ class FailureMode(str, Enum):
       in a window, and do not recover.
     - ``saturation``: most sigmoid/tanh outputs sit at their asymptotes.
     - ``nonfinite``: a NaN or Inf appeared in the loss, activations or gradients.
+    - ``stalled``: the loss stays at its starting level while gradients or updates are
+      exactly or nearly zero everywhere (a constant output, a detached graph, frozen
+      parameters, a learning rate of about 0).
+    - ``diverged_plateau``: the loss jumped far above its best and stays there without
+      any NaN (a run knocked off its basin by too large a step).
 
     Pre-flight problems (found by :func:`gradvitals.lint` before training):
 
@@ -43,6 +50,13 @@ class FailureMode(str, Enum):
     - ``init_mismatch``: the initialisation gain does not match the activation.
     - ``born_dead``: a narrow, deep ReLU stack likely to be constant at init, or
       units already dead at initialisation.
+    - ``output_activation``: the output layer's activation cannot fit the loss or the
+      targets (a ReLU before cross-entropy, softmax over a size-1 dimension, a sigmoid
+      output for targets outside [0, 1]).
+    - ``loss_mismatch``: the loss does not fit the targets (MSE on integer class labels).
+    - ``unstable_loss``: the loss is computed in a numerically unsafe way
+      (``log(softmax(x))`` instead of ``log_softmax``).
+    - ``unscaled_data``: inputs or targets with a scale far from 1.
     """
 
     VANISHING_GRADIENT = "vanishing_gradient"
@@ -54,6 +68,57 @@ class FailureMode(str, Enum):
     DEEP_SATURATING_STACK = "deep_saturating_stack"
     INIT_MISMATCH = "init_mismatch"
     BORN_DEAD = "born_dead"
+    STALLED = "stalled"
+    DIVERGED_PLATEAU = "diverged_plateau"
+    OUTPUT_ACTIVATION = "output_activation"
+    LOSS_MISMATCH = "loss_mismatch"
+    UNSTABLE_LOSS = "unstable_loss"
+    UNSCALED_DATA = "unscaled_data"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Cause(str, Enum):
+    """Why a failure happened: the answer to "what do I change?", as a ``str`` Enum.
+
+    A finding's :attr:`Finding.kind` is the symptom (``nonfinite``), its
+    :attr:`Finding.cause` the reason (``nonfinite_input``); remedies are ordered by cause.
+
+    - ``nonfinite_input``: the batch entering the model already holds NaN/Inf.
+    - ``nonfinite_target``: the targets (labels) hold NaN/Inf.
+    - ``unstable_op``: a forward op turned finite inputs into NaN/Inf (log, exp, div,
+      sqrt, pow, softmax over an all ``-inf`` row...); the finding names the module.
+    - ``unstable_loss``: the loss computation did (``log(softmax(x))``, ``log(sigmoid(x))``
+      on saturated input, a division by a zero count).
+    - ``low_precision_overflow``: an fp16/bf16 value exceeded its format's range.
+    - ``learning_rate``: the update itself was too large for the weights.
+    - ``missing_zero_grad``: gradients accumulate across optimizer steps
+      (``optimizer.zero_grad()`` is not called).
+    - ``unscaled_data``: inputs or targets with a scale far from 1 drive the failure.
+    - ``bad_init``: the failure was present at initialisation (dead or saturated before
+      any update; a weight scale that does not match the activation; negative biases).
+    - ``output_activation``: the output layer's activation cannot fit the loss/targets.
+    - ``saturating_activation``: sigmoid/tanh derivatives shrink the gradient layer by
+      layer (a deep saturating stack).
+    - ``no_gradient``: nothing reaches the parameters: a detached graph, frozen
+      parameters, a constant output, or a learning rate of about 0.
+    - ``unknown``: the evidence does not decide; gradvitals says so rather than guess.
+    """
+
+    NONFINITE_INPUT = "nonfinite_input"
+    NONFINITE_TARGET = "nonfinite_target"
+    UNSTABLE_OP = "unstable_op"
+    UNSTABLE_LOSS = "unstable_loss"
+    LOW_PRECISION_OVERFLOW = "low_precision_overflow"
+    LEARNING_RATE = "learning_rate"
+    MISSING_ZERO_GRAD = "missing_zero_grad"
+    UNSCALED_DATA = "unscaled_data"
+    BAD_INIT = "bad_init"
+    OUTPUT_ACTIVATION = "output_activation"
+    SATURATING_ACTIVATION = "saturating_activation"
+    NO_GRADIENT = "no_gradient"
+    UNKNOWN = "unknown"
 
     def __str__(self) -> str:
         return self.value
@@ -92,6 +157,10 @@ class Finding:
         evidence: the numbers, by name.
         remedies: ordered remedies, the first is what to try first.
         final: True for "could not repair" findings that end a repair sequence.
+        cause: the :class:`Cause` (``Cause.UNKNOWN`` when the evidence does not decide);
+            ``evidence["cause_evidence"]`` holds what decided it.
+        consequences: later findings caused by this one (dead units and NaNs after an
+            explosion), nested here instead of reported as new failures.
     """
 
     kind: FailureMode
@@ -101,10 +170,13 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
     remedies: list[Remedy] = field(default_factory=list)
     final: bool = False
+    cause: Cause = Cause.UNKNOWN
+    consequences: list[Finding] = field(default_factory=list)
 
     def __str__(self) -> str:
         where = f" in {self.layer}" if self.layer else ""
-        return f"[gradvitals] step {self.step}: {self.kind.value}{where}: {self.message}"
+        why = "" if self.cause is Cause.UNKNOWN else f" (cause: {self.cause.value})"
+        return f"[gradvitals] step {self.step}: {self.kind.value}{where}{why}: {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +187,8 @@ class Finding:
             "evidence": dict(self.evidence),
             "remedies": [r.to_dict() for r in self.remedies],
             "final": self.final,
+            "cause": self.cause.value,
+            "consequences": [c.to_dict() for c in self.consequences],
         }
 
     @classmethod
@@ -127,4 +201,6 @@ class Finding:
             evidence=dict(d.get("evidence", {})),
             remedies=[Remedy(**r) for r in d.get("remedies", [])],
             final=bool(d.get("final", False)),
+            cause=Cause(d.get("cause", "unknown")),
+            consequences=[cls.from_dict(c) for c in d.get("consequences", [])],
         )

@@ -99,7 +99,7 @@ def collector_hash() -> str:
 
 def replay(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run the current detectors over a run's cached window records."""
-    from gradvitals.detectors import DetectorSuite
+    from gradvitals.session import DetectorSuite
     from gradvitals.stats import WindowRecord
 
     suite = DetectorSuite()

@@ -9,7 +9,6 @@ import pytest
 
 from gradvitals import FailureMode, Thresholds
 from gradvitals.detectors import (
-    DetectorSuite,
     DyingReluDetector,
     EdgeTrigger,
     ExplodingGradientDetector,
@@ -17,6 +16,7 @@ from gradvitals.detectors import (
     SaturationDetector,
     VanishingGradientDetector,
 )
+from gradvitals.session import DetectorSuite, Session
 from gradvitals.stats import LayerStats, LossStats, SiteStats, WindowRecord
 
 
@@ -140,7 +140,13 @@ def test_exploding_fires_on_growth_with_worsening_loss() -> None:
     det = ExplodingGradientDetector()
     out = [f for r in recs for f in det.update(r)]
     assert [f.step for f in out] == [49]
-    assert out[0].remedies[1].key == "clip_grad_norm" and "max_norm=2" in out[0].remedies[1].code
+    # the session attaches the registry's remedies, with a clip norm from healthy history:
+    # 2 x the median global norm of the healthy windows, sqrt(2) x [1, 1.1, 0.9, 1]
+    session = Session(console=False)
+    found = [f for r in recs for f in session.submit(r)]
+    clip = found[0].remedies[1]
+    assert clip.key == "clip_grad_norm" and "max_norm=2.83" in clip.code
+    assert clip.params["max_norm"] == pytest.approx(2 * 2**0.5)
 
 
 def test_exploding_quiet_when_norm_grows_while_loss_falls() -> None:

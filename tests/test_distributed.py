@@ -27,8 +27,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import gradvitals
 from gradvitals.errors import UsageError
+from gradvitals.stats import Layout, Reduce
 from gradvitals.torch._dist import combine, make_reducer
-from gradvitals.torch._monitor import MAX, MIN, REPLICATED, SUM
 
 WORLD = 2
 TIMEOUT_S = 50.0
@@ -130,22 +130,24 @@ def _dying(rank: int, repair: bool = False) -> dict[str, Any]:
 
 
 def _reducer(rank: int) -> dict[str, Any]:
-    """Sharded norms combine as a root sum of squares; mismatched layouts are refused."""
+    """Sharded squared norms add; mismatched layouts are refused."""
     full = torch.arange(1.0, 7.0, dtype=torch.float64)  # one layer's weights, 2 shards
     shard = full[rank * 3 : rank * 3 + 3]
-    norm = torch.linalg.vector_norm(shard).reshape(1)
-    flat = torch.cat([norm, torch.tensor([1.0 + rank], dtype=torch.float64)])
-    out = make_reducer(sharded=True)(flat, [(REPLICATED, 1), (SUM, 1)])
-    n = 2 + rank  # rank 1 packs one more element: must raise on both ranks, not abort
-    try:
-        make_reducer()(torch.zeros(n, dtype=torch.float64), [(SUM, n)])
+    layout = Layout(sites=(), n_layers=1)  # grad_sq_sum first, loss_sum after the layers
+    flat = torch.zeros(layout.size, dtype=torch.float64)
+    flat[0] = shard.square().sum()
+    flat[4] = 1.0 + rank
+    out = make_reducer(sharded=True)(flat, layout)
+    bad = Layout(sites=(("act", 1 + rank),), n_layers=0)  # rank 1 packs one more unit
+    try:  # must raise on both ranks, not abort inside gloo
+        make_reducer()(torch.zeros(bad.size, dtype=torch.float64), bad)
         mismatch = "no error"
     except UsageError as e:
         mismatch = str(e)
     return {
-        "sharded_norm": float(out[0]),
+        "sharded_norm": float(out[0].sqrt()),
         "full_norm": float(torch.linalg.vector_norm(full)),
-        "sum": float(out[1]),
+        "sum": float(out[4]),
         "mismatch": mismatch,
     }
 
@@ -280,7 +282,7 @@ def test_only_rank_0_logs(ranks: list[dict[str, Any]]) -> None:
     assert not (out / "rank1").exists()
 
 
-def test_sharded_norms_combine_as_root_sum_of_squares(ranks: list[dict[str, Any]]) -> None:
+def test_sharded_squared_norms_add_exactly(ranks: list[dict[str, Any]]) -> None:
     for r in ranks:
         red = r["reducer"]
         assert red["sharded_norm"] == pytest.approx(red["full_norm"])
@@ -292,9 +294,9 @@ def test_combine_by_segment() -> None:
     gathered = torch.tensor(
         [[1.0, 0.0, 1.0, 5.0, 3.0], [2.0, 1.0, 0.0, -1.0, 4.0]], dtype=torch.float64
     )
-    ops = [(SUM, 1), (MAX, 2), (MIN, 1), (REPLICATED, 1)]
-    assert combine(gathered, ops).tolist() == [3.0, 1.0, 1.0, -1.0, 3.0]
-    assert combine(gathered, ops, sharded=True)[-1].item() == pytest.approx(5.0)
+    codes = torch.tensor([Reduce.SUM, Reduce.MAX, Reduce.MAX, Reduce.MIN, Reduce.PARAM_SUM])
+    assert combine(gathered, codes).tolist() == [3.0, 1.0, 1.0, -1.0, 3.0]
+    assert combine(gathered, codes, sharded=True)[-1].item() == pytest.approx(7.0)
 
 
 def test_fsdp_is_refused_clearly(ranks: list[dict[str, Any]]) -> None:

@@ -274,16 +274,20 @@ def test_policy_swaps_relu_for_leaky_relu_and_retraces() -> None:
 
 
 def test_clipping_is_set_on_the_optimizer() -> None:
-    from gradvitals.keras._repair import KerasRepairer
+    from gradvitals import FailureMode, RepairPolicy
+    from gradvitals.keras._repair import KERAS_ACTIONS, KerasRepairHost
+    from gradvitals.remedies import ActionContext
 
     keras.utils.set_random_seed(0)
     model = mlp("relu", 1, 16, "he_normal")
     cb, _ = fit(model, keras.optimizers.SGD(0.01), epochs=1)
-    rep = KerasRepairer(cb, None)
-    assert rep._clip().startswith("clipping the global gradient norm at")
+    host = KerasRepairHost(cb, RepairPolicy())
+    ctx = ActionContext(FailureMode.EXPLODING_GRADIENT, [], RepairPolicy(), clip_norm=2.0)
+    clip = KERAS_ACTIONS.get("clip_grad_norm")
+    assert clip.apply(host, ctx).startswith("clipping the global gradient norm at 2")
     first = model.optimizer.global_clipnorm
-    assert first > 0
-    assert rep._clip().startswith("tightened")
+    assert first == pytest.approx(2.0)
+    assert clip.apply(host, ctx).startswith("tightened")
     assert model.optimizer.global_clipnorm == pytest.approx(first / 2)
 
 

@@ -389,10 +389,10 @@ def test_half_precision_activations_count_exactly() -> None:
         x = torch.ones(1000, 200, dtype=dtype)
         x[:, :50] = 0
         acc.add(x, 0.01)
-        positive, sums, _ = acc.packed(torch.device("cpu"))
-        assert int(sums[0]) == 50_000 and positive.sum() == 150
+        packed = acc.pack(torch.device("cpu"))  # [ever_positive (200), n_zero, n_saturated, ...]
+        assert int(packed[200]) == 50_000 and packed[:200].sum() == 150
         sat = SiteAccumulator("s", "sigmoid", "output", conv_like=False)
         y = torch.full((1000, 200), 0.5, dtype=dtype)
         y[:, :120] = 1.0
         sat.add(y, 0.01)
-        assert int(sat.packed(torch.device("cpu"))[1][1]) == 120_000
+        assert int(sat.pack(torch.device("cpu"))[201]) == 120_000

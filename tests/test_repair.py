@@ -259,7 +259,7 @@ def test_a_healthy_run_with_repair_is_bitwise_identical_to_an_unwatched_run() ->
     plain, rng_plain, _ = run()
     watched, rng_watched, monitor = run(repair=True, every=5)
     assert monitor is not None and monitor.repairs == [] and monitor.findings == []
-    assert monitor._repairer.snapshot.step > 0  # snapshots were taken
+    assert monitor.session.repair.host.snapshot.step > 0  # snapshots were taken
     assert torch.equal(rng_plain, rng_watched)  # and drew nothing from the RNG
     for k, v in plain.items():
         assert torch.equal(v, watched[k]), k
@@ -307,7 +307,7 @@ def test_repairs_are_logged_reported_and_written_to_the_sink(
     sink = Sink()
     xtr, ytr, _, _ = digits()
     monitor = gradvitals.watch(model, opt, lint=False, repair=True)
-    monitor._sink = sink
+    monitor.session.sinks.append(sink)
     for i in range(0, 640, 32):
         loss = nn.functional.cross_entropy(model(xtr[i : i + 32] * 5), ytr[i : i + 32])
         opt.zero_grad()
@@ -347,13 +347,13 @@ def test_add_norm_registers_new_parameters_and_keeps_adam_state() -> None:
         loss.backward()
         opt.step()
     old = list(model.parameters())
-    snap = monitor._repairer.snapshot
+    snap = monitor.session.repair.host.snapshot
     saved = {
         id(p): {k: v.clone() for k, v in s.items()}
         for p, s in zip(snap._params, snap._opt_state, strict=True)
     }
     finding = Finding(FailureMode.VANISHING_GRADIENT, "0", monitor.step_count, "test")
-    monitor._repairer.on_findings([finding], _record(monitor.step_count))
+    monitor.session.repair.on_findings([finding], _record(monitor.step_count))
 
     assert actions(monitor) == [("vanishing_gradient", "add_norm")]
     assert isinstance(model[1], nn.Sequential) and isinstance(model[1][0], nn.LayerNorm)
@@ -385,13 +385,13 @@ def test_reinit_dead_units_resets_their_rows_and_momentum() -> None:
         opt.zero_grad()
         model(x).pow(2).mean().backward()
         opt.step()
-    monitor._repairer.snapshot.capture(monitor.step_count)
+    monitor.session.repair.host.snapshot.capture(monitor.step_count)
     with torch.no_grad():
         model[0].bias[[1, 4]] = -100.0  # kill units 1 and 4
     before = model[0].weight.detach().clone()
     ev = {"units": 6, "dead_unit_indices": [1, 4], "site_role": "output"}
     finding = Finding(FailureMode.DYING_RELU, "1", 3, "dead", evidence=ev)
-    monitor._repairer.on_findings([finding], _record(3))
+    monitor.session.repair.on_findings([finding], _record(3))
     w, b = model[0].weight, model[0].bias
     assert torch.equal(w[[0, 2, 3, 5]], before[[0, 2, 3, 5]])
     assert not torch.equal(w[[1, 4]], before[[1, 4]])
@@ -408,7 +408,7 @@ def test_snapshot_memory_is_params_plus_optimizer_state() -> None:
     model(torch.randn(4, 64)).sum().backward()
     opt.step()
     monitor = gradvitals.watch(model, opt, lint=False, policy=RepairPolicy(offload_to_cpu=True))
-    snap = monitor._repairer.snapshot
+    snap = monitor.session.repair.host.snapshot
     assert 3 * n <= snap.nbytes <= 3 * n + 64  # weights + exp_avg + exp_avg_sq (+ steps)
     monitor.close()
 
@@ -468,7 +468,7 @@ def test_an_empty_action_list_turns_a_mode_off() -> None:
         model, opt, lint=False, policy=RepairPolicy(actions={"dying_relu": []})
     )
     f = Finding(FailureMode.DYING_RELU, "1", 3, "dead", evidence={"units": 6})
-    monitor._repairer.on_findings([f], _record(3))
+    monitor.session.repair.on_findings([f], _record(3))
     assert monitor.repairs == [] and not any(f.final for f in monitor.findings)
     monitor.close()
 
@@ -477,14 +477,14 @@ def test_a_suspect_window_is_not_snapshotted() -> None:
     model = mlp([8, 6, 3], nn.ReLU)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = gradvitals.watch(model, opt, lint=False, repair=True)
-    rep = monitor._repairer
+    rep = monitor.session.repair
     dead = SiteStats("1", "relu", 6, n_examples=64, n_elements=384, ever_positive=np.zeros(6, bool))
     rec = _record(5)
     rec.sites = {"1": dead}
     rep.on_healthy(rec)
-    assert rep.snapshot.step == 0  # kept the attach-time snapshot
+    assert rep.snapshot_step == 0  # kept the attach-time snapshot
     rep.on_healthy(_record(6))
-    assert rep.snapshot.step == monitor.step_count
+    assert rep.snapshot_step == monitor.step_count
     monitor.close()
 
 
@@ -492,5 +492,5 @@ def test_a_dict_policy_is_accepted() -> None:
     model = mlp([4, 4, 2], nn.ReLU)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = gradvitals.watch(model, opt, lint=False, policy={"max_attempts": 1})
-    assert monitor._repairer.policy.max_attempts == 1
+    assert monitor.session.repair.policy.max_attempts == 1
     monitor.close()

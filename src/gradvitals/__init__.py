@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gradvitals.detectors import DetectorSuite as DetectorSuite
 from gradvitals.detectors import Thresholds as Thresholds
 from gradvitals.findings import Cause as Cause
 from gradvitals.findings import FailureMode as FailureMode
@@ -20,6 +19,8 @@ from gradvitals.findings import Finding as Finding
 from gradvitals.findings import Remedy as Remedy
 from gradvitals.remedies import remedies_for as remedies_for
 from gradvitals.remedies._policy import RepairPolicy as RepairPolicy
+from gradvitals.session import DetectorSuite as DetectorSuite
+from gradvitals.session import Session as Session
 
 if TYPE_CHECKING:
     from gradvitals.torch import Monitor
@@ -33,6 +34,7 @@ __all__ = [
     "Finding",
     "Remedy",
     "RepairPolicy",
+    "Session",
     "Thresholds",
     "__version__",
     "collapse",
@@ -42,11 +44,46 @@ __all__ = [
 ]
 
 
-def watch(model: Any, optimizer: Any = None, **kwargs: Any) -> Monitor:
-    """Attach a training monitor to a PyTorch model. See :func:`gradvitals.torch.watch`."""
+def watch(
+    model: Any,
+    optimizer: Any = None,
+    *,
+    every: int = 20,
+    samples: int = 2,
+    warmup: bool = True,
+    log_dir: str | None = None,
+    thresholds: Thresholds | dict[str, Any] | None = None,
+    scaler: Any = None,
+    lint: bool = True,
+    console: bool = True,
+    history_limit: int | None = 10_000,
+    repair: bool = False,
+    policy: RepairPolicy | dict[str, Any] | None = None,
+    distributed: bool | None = None,
+) -> Monitor:
+    """Attach a training monitor to a PyTorch model; see :func:`gradvitals.torch.watch`.
+
+    Importing :mod:`gradvitals` does not import torch: this loads the PyTorch adapter
+    on first use.
+    """
     from gradvitals.torch import watch as _watch
 
-    return _watch(model, optimizer, **kwargs)
+    return _watch(
+        model,
+        optimizer,
+        every=every,
+        samples=samples,
+        warmup=warmup,
+        log_dir=log_dir,
+        thresholds=thresholds,
+        scaler=scaler,
+        lint=lint,
+        console=console,
+        history_limit=history_limit,
+        repair=repair,
+        policy=policy,
+        distributed=distributed,
+    )
 
 
 def collapse(model: Any) -> Any:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-__all__ = ["Cause", "FailureMode", "Finding", "Remedy"]
+__all__ = ["Cause", "FailureMode", "Finding", "Remedy", "kind_of", "register_kind"]
 
 
 class FailureMode(str, Enum):
@@ -79,6 +79,37 @@ class FailureMode(str, Enum):
         return self.value
 
 
+_KINDS: dict[str, Enum] = {m.value: m for m in FailureMode}
+
+
+def register_kind(kind: Enum) -> None:
+    """Make a failure mode defined outside :class:`FailureMode` known by its value.
+
+    The mode registry (:func:`gradvitals.remedies.register_mode`) calls this, so a
+    finding of a mode added by a plugin or a test round-trips through JSON.
+    """
+    value = str(kind.value)
+    if _KINDS.get(value, kind) is not kind:
+        raise ValueError(f"failure mode {value!r} is already registered as {_KINDS[value]!r}")
+    _KINDS[value] = kind
+
+
+def kind_of(value: str | Enum) -> Any:
+    """The failure mode whose value is ``value`` (built in or registered).
+
+    >>> kind_of("dying_relu") is FailureMode.DYING_RELU
+    True
+    """
+    if isinstance(value, Enum):
+        return value
+    try:
+        return _KINDS[value]
+    except KeyError:
+        raise ValueError(
+            f"unknown failure mode {value!r}; known: {', '.join(sorted(_KINDS))}"
+        ) from None
+
+
 class Cause(str, Enum):
     """Why a failure happened: the answer to "what do I change?", as a ``str`` Enum.
 
@@ -133,15 +164,22 @@ class Remedy:
         why: the mechanism, in one or two sentences.
         code: the concrete code change, as a snippet the user can paste.
         key: a stable identifier (``"lower_lr"``); repair policies refer to it.
+        params: the numbers in it (``{"max_norm": 2.5}``), so nothing is parsed back
+            out of ``code``.
     """
 
     action: str
     why: str
     code: str = ""
     key: str = ""
+    params: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    def to_dict(self) -> dict[str, str]:
-        return {"action": self.action, "why": self.why, "code": self.code, "key": self.key}
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"action": self.action, "why": self.why, "code": self.code}
+        d["key"] = self.key
+        if self.params:
+            d["params"] = dict(self.params)
+        return d
 
 
 @dataclass
@@ -194,7 +232,7 @@ class Finding:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Finding:
         return cls(
-            kind=FailureMode(d["kind"]),
+            kind=kind_of(d["kind"]),
             layer=d.get("layer"),
             step=int(d.get("step", -1)),
             message=str(d.get("message", "")),

@@ -8,6 +8,5 @@ from gradvitals.detectors._exploding import suggest_clip_norm as suggest_clip_no
 from gradvitals.detectors._nonfinite import NonfiniteDetector as NonfiniteDetector
 from gradvitals.detectors._nonfinite import has_nonfinite as has_nonfinite
 from gradvitals.detectors._saturation import SaturationDetector as SaturationDetector
-from gradvitals.detectors._suite import DetectorSuite as DetectorSuite
 from gradvitals.detectors._thresholds import Thresholds as Thresholds
 from gradvitals.detectors._vanishing import VanishingGradientDetector as VanishingGradientDetector

@@ -2,7 +2,9 @@
 
 A detector is a small state machine over :class:`~gradvitals.stats.WindowRecord`s:
 ``update(record) -> list[Finding]``, plus ``state_dict()``/``load_state_dict()`` so
-a resumed run keeps its counters. It never sees a framework tensor.
+a resumed run keeps its counters, and ``rearm()`` after a repair. It never sees a
+framework tensor, and it does not choose remedies: the session attaches them from
+the mode registry.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ class Detector(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def rearm(self, forget_history: bool = False) -> None:
+        """Clear the trigger so a failure that persists fires again (after a repair);
+        ``forget_history`` also drops learned healthy scales."""
+        ...
 
 
 class EdgeTrigger:
@@ -59,6 +66,17 @@ class EdgeTrigger:
                 self.firing.discard(key)
                 self.good[key] = 0
         return False
+
+    def reset(self) -> None:
+        """Forget every key's counters and firing state."""
+        self.bad.clear()
+        self.good.clear()
+        self.firing.clear()
+
+    @property
+    def pending(self) -> bool:
+        """True while some key fires or counts toward firing."""
+        return bool(self.firing) or any(v > 0 for v in self.bad.values())
 
     def state_dict(self) -> dict[str, Any]:
         return {"bad": dict(self.bad), "good": dict(self.good), "firing": sorted(self.firing)}

@@ -30,7 +30,6 @@ import numpy as np
 from gradvitals.detectors._base import EdgeTrigger
 from gradvitals.detectors._thresholds import Thresholds
 from gradvitals.findings import FailureMode, Finding
-from gradvitals.remedies import remedies_for
 from gradvitals.stats import WindowRecord
 
 __all__ = ["DyingReluDetector"]
@@ -102,10 +101,13 @@ class DyingReluDetector:
                             "site_role": s.role,
                             "dead_unit_indices": np.flatnonzero(s.dead_mask).tolist()[:4096],
                         },
-                        remedies=remedies_for(self.kind),
                     )
                 )
         return findings
+
+    def rearm(self, forget_history: bool = False) -> None:
+        self.trigger.reset()
+        self.masks.clear()
 
     def state_dict(self) -> dict[str, Any]:
         return {

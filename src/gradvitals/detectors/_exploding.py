@@ -44,7 +44,6 @@ from typing import Any
 from gradvitals.detectors._base import EdgeTrigger
 from gradvitals.detectors._thresholds import Thresholds
 from gradvitals.findings import FailureMode, Finding
-from gradvitals.remedies import remedies_for
 from gradvitals.stats import WindowRecord
 
 __all__ = ["ExplodingGradientDetector", "suggest_clip_norm"]
@@ -199,9 +198,13 @@ class ExplodingGradientDetector:
                 step=record.step,
                 message="; ".join(reasons),
                 evidence=ev,
-                remedies=remedies_for(self.kind, clip_norm=self.clip_norm),
             )
         ]
+
+    def rearm(self, forget_history: bool = False) -> None:
+        self.trigger.reset()
+        if forget_history:
+            self.norms, self.layer_norms, self.depth_ratios, self.losses = [], {}, [], []
 
     def state_dict(self) -> dict[str, Any]:
         return {

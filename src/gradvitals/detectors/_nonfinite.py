@@ -18,10 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from gradvitals.detectors._base import EdgeTrigger
-from gradvitals.detectors._exploding import suggest_clip_norm
 from gradvitals.detectors._thresholds import Thresholds
 from gradvitals.findings import FailureMode, Finding
-from gradvitals.remedies import remedies_for
 from gradvitals.stats import WindowRecord
 
 __all__ = ["NonfiniteDetector", "has_nonfinite"]
@@ -79,9 +77,11 @@ class NonfiniteDetector:
                     "gradient_layers": grads,
                     "loss_nonfinite": 0 if record.loss is None else record.loss.n_nonfinite,
                 },
-                remedies=remedies_for(self.kind, clip_norm=suggest_clip_norm(self.healthy_norms)),
             )
         ]
+
+    def rearm(self, forget_history: bool = False) -> None:
+        self.trigger.reset()
 
     def state_dict(self) -> dict[str, Any]:
         return {"trigger": self.trigger.state_dict(), "healthy_norms": list(self.healthy_norms)}

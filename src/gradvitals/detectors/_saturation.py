@@ -23,7 +23,6 @@ from typing import Any
 from gradvitals.detectors._base import EdgeTrigger
 from gradvitals.detectors._thresholds import Thresholds
 from gradvitals.findings import FailureMode, Finding
-from gradvitals.remedies import remedies_for
 from gradvitals.stats import SATURATING, WindowRecord
 
 __all__ = ["SaturationDetector"]
@@ -72,10 +71,12 @@ class SaturationDetector:
                             "activation": s.activation,
                             "values": s.n_elements,
                         },
-                        remedies=remedies_for(self.kind),
                     )
                 )
         return findings
+
+    def rearm(self, forget_history: bool = False) -> None:
+        self.trigger.reset()
 
     def state_dict(self) -> dict[str, Any]:
         return {"trigger": self.trigger.state_dict()}

@@ -1,7 +1,6 @@
 """Detector thresholds: one dataclass, documented defaults, strict by name.
 
-Defaults come from the literature (``shared/reference/anchors.md``) and from our own
-measurements (``docs/benchmarks.md``):
+Defaults come from the literature and from our own measurements (``docs/benchmarks.md``):
 
 - ``dead_fraction=0.5``: SageMaker's DeadRelu rule fires at >50% of a layer's units.
   We count a unit dead only if it is not positive for *any* example in a window (the
@@ -22,6 +21,10 @@ measurements (``docs/benchmarks.md``):
 Traceback (most recent call last):
 ...
 gradvitals.errors.UsageError: unknown threshold 'dead_frac'. Valid names: converged_loss_ratio, dead_fraction, ...
+>>> Thresholds(dead_fraction=5.0)
+Traceback (most recent call last):
+...
+gradvitals.errors.UsageError: threshold dead_fraction must be in (0, 1], got 5.0. ...
 """
 
 from __future__ import annotations
@@ -80,6 +83,9 @@ class Thresholds:
     explode_loss_rise: float = 0.1
     recover_windows: int = 3
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     @classmethod
     def names(cls) -> list[str]:
         return sorted(f.name for f in fields(cls))
@@ -94,20 +100,47 @@ class Thresholds:
                     f"unknown threshold {k!r}. Valid names: {', '.join(valid)}. "
                     "See help(gradvitals.Thresholds) for what each one means."
                 )
-        t = cls(**kwargs)
-        t.validate()
-        return t
+        return cls(**kwargs)
 
     def validate(self) -> None:
-        for name in ("dead_fraction", "saturation"):
-            v = getattr(self, name)
-            if not 0.0 < v <= 1.0:
-                raise UsageError(f"threshold {name} must be in (0, 1], got {v!r}")
-        for name in ("dead_patience", "saturation_patience", "vanishing_patience"):
-            if int(getattr(self, name)) < 1:
-                raise UsageError(f"threshold {name} must be >= 1, got {getattr(self, name)!r}")
-        if self.explode_factor <= 1.0:
-            raise UsageError(f"explode_factor must be > 1, got {self.explode_factor!r}")
+        """Check every field against :data:`_RANGES`; the error names the valid range."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            kind, lo, hi, lo_open, hi_open = _RANGES[f.name]
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise UsageError(f"threshold {f.name} must be a number, got {v!r}")
+            if kind is int and not float(v).is_integer():
+                raise UsageError(f"threshold {f.name} must be a whole number, got {v!r}")
+            low_bad = v <= lo if lo_open else v < lo
+            high_bad = hi is not None and (v >= hi if hi_open else v > hi)
+            if low_bad or high_bad or v != v:
+                left = "(" if lo_open else "["
+                right = ")" if hi_open or hi is None else "]"
+                top = "inf" if hi is None else f"{hi:g}"
+                raise UsageError(
+                    f"threshold {f.name} must be in {left}{lo:g}, {top}{right}, got {v!r}. "
+                    f"See help(gradvitals.Thresholds) for what it means."
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: name -> (type, low, high or None, low open, high open): the valid range of each field.
+_RANGES: dict[str, tuple[type, float, float | None, bool, bool]] = {
+    "dead_fraction": (float, 0.0, 1.0, True, False),
+    "dead_patience": (int, 1, None, False, False),
+    "min_examples": (int, 1, None, False, False),
+    "saturation": (float, 0.0, 1.0, True, False),
+    "saturation_eps": (float, 0.0, 0.5, True, True),
+    "saturation_patience": (int, 1, None, False, False),
+    "vanishing_ratio": (float, 0.0, 1.0, True, True),
+    "vanishing_update_ratio": (float, 0.0, 1.0, True, True),
+    "vanishing_patience": (int, 1, None, False, False),
+    "converged_loss_ratio": (float, 0.0, 1.0, True, True),
+    "explode_factor": (float, 1.0, None, True, False),
+    "explode_history": (int, 1, None, False, False),
+    "explode_update_ratio": (float, 0.0, None, True, False),
+    "explode_loss_rise": (float, 0.0, None, False, False),
+    "recover_windows": (int, 1, None, False, False),
+}

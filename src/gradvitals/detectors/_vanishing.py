@@ -34,7 +34,6 @@ from typing import Any
 from gradvitals.detectors._base import EdgeTrigger
 from gradvitals.detectors._thresholds import Thresholds
 from gradvitals.findings import FailureMode, Finding
-from gradvitals.remedies import remedies_for
 from gradvitals.stats import SATURATING, WindowRecord
 
 __all__ = ["VanishingGradientDetector"]
@@ -128,9 +127,11 @@ class VanishingGradientDetector:
                 step=record.step,
                 message=msg,
                 evidence=ev,
-                remedies=remedies_for(self.kind),
             )
         ]
+
+    def rearm(self, forget_history: bool = False) -> None:
+        self.trigger.reset()
 
     def state_dict(self) -> dict[str, Any]:
         return {"trigger": self.trigger.state_dict(), "first_loss": self.first_loss}

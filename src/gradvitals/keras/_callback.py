@@ -31,16 +31,16 @@ from typing import Any
 
 import keras
 
-from gradvitals.detectors import DetectorSuite, Thresholds
+from gradvitals.detectors import Thresholds
 from gradvitals.errors import UsageError
 from gradvitals.findings import Finding
 from gradvitals.keras._data import ProbeBatch, probe_batches
 from gradvitals.keras._layout import LayerTable, Site, graph_view, plan_sites
 from gradvitals.keras._probe import Probe
-from gradvitals.keras._remedies import keras_remedies
 from gradvitals.keras._window import LossBase, WindowBuffer, assemble
 from gradvitals.remedies import RepairPolicy
-from gradvitals.stats import WindowRecord, history_scalars
+from gradvitals.session import Session
+from gradvitals.stats import WindowRecord
 
 __all__ = ["VitalsCallback"]
 
@@ -51,18 +51,6 @@ def _positive_int(name: str, value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UsageError(f"{name} must be an integer >= 1 ({what}), got {value!r}")
     return value
-
-
-def _thresholds(value: Any) -> Thresholds:
-    if isinstance(value, Thresholds):
-        return value
-    if value is None:
-        return Thresholds()
-    if isinstance(value, dict):
-        return Thresholds.from_kwargs(**value)
-    raise UsageError(
-        f"thresholds must be a gradvitals.Thresholds or a dict of names, got {type(value).__name__}"
-    )
 
 
 class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
@@ -132,27 +120,27 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
         history_limit: int | None = 10_000,
     ) -> None:
         super().__init__()
-        self.every = _positive_int("every", every, "optimizer steps per window")
-        self.samples = _positive_int("samples", samples, "sampled steps per window")
+        self.session = Session(
+            framework="keras",
+            thresholds=thresholds,
+            every=every,
+            samples=samples,
+            warmup=warmup,
+            console=console,
+            history_limit=history_limit,
+        )
         self.probe_size = _positive_int("probe_size", probe_size, "examples per probe batch")
-        self.thresholds = _thresholds(thresholds)
         self._batches: list[ProbeBatch] = probe_batches(probe, self.probe_size)
-        self.warmup = warmup
-        self.console = console
-        self.history_limit = history_limit
         self.log_dir = log_dir
-        self.suite = DetectorSuite(self.thresholds)
-        self.findings: list[Finding] = []
-        self.history: list[WindowRecord] = []
-        self.repairs: list[dict[str, Any]] = []
-        self.step_count = 0
-        self.disabled = False
-        self._repairer: Any = None
+        self._repair_host: Any = None
         if repair or policy is not None:
-            from gradvitals.keras._repair import KerasRepairer
+            from gradvitals.keras._repair import KerasRepairHost
+            from gradvitals.session import as_policy
 
-            self._repairer = KerasRepairer(self, policy)
-        self._sink: Any = None
+            pol = as_policy(policy)
+            self._repair_host = KerasRepairHost(self, pol)
+            self.session.enable_repair(self._repair_host, pol)
+        self._log_open = False
         self._probe: Probe | None = None
         self._table: LayerTable | None = None
         self._sites: list[Site] = []
@@ -161,9 +149,6 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._loss_base = LossBase()
         self._pending: tuple[int, Any] | None = None
         self._cursor = 0
-        self._window_index = 0
-        self._window_start = 0
-        self._window_len = self._length_of(0)
         self._samples_taken = 0
         self._next_event = 0
         self._epoch_base = 0
@@ -173,21 +158,62 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._spe = 1
         self._warned_subclassed = False
 
-    # -- schedule --------------------------------------------------------------------
-    def _length_of(self, index: int) -> int:
-        if self.warmup and index < 16:
-            return min(self.every, 2**index)
-        return self.every
+    # -- the session's results -------------------------------------------------------
+    @property
+    def findings(self) -> list[Finding]:
+        return self.session.findings
 
     @property
+    def history(self) -> list[WindowRecord]:
+        return self.session.history
+
+    @property
+    def repairs(self) -> list[dict[str, Any]]:
+        return self.session.repairs
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return self.session.thresholds
+
+    @property
+    def suite(self) -> Any:
+        return self.session.suite
+
+    @property
+    def disabled(self) -> bool:
+        return self.session.disabled
+
+    @property
+    def step_count(self) -> int:
+        return self.session.step_count
+
+    @step_count.setter
+    def step_count(self, value: int) -> None:
+        self.session.step_count = value
+
+    @property
+    def every(self) -> int:
+        return self.session.schedule.every
+
+    @property
+    def samples(self) -> int:
+        return self.session.schedule.samples
+
+    @property
+    def sites(self) -> list[Site]:
+        """The activation sites being measured (what repair may act on)."""
+        return list(self._sites)
+
+    # -- schedule --------------------------------------------------------------------
+    @property
     def _window_last(self) -> int:
-        return self._window_start + self._window_len - 1
+        return self.session.schedule.last
 
     def _sample_from(self) -> int:
         """First step at which this window samples (its last ``samples`` steps, or the
         last hook call before it ends when ``steps_per_execution`` skips them)."""
-        last = self._window_last
-        return min(last - min(self.samples, self._window_len) + 1, last - self._spe + 1)
+        sched = self.session.schedule
+        return min(sched.sample_from, sched.last - self._spe + 1)
 
     def _plan_next(self, earliest: int) -> None:
         """Set the first step at which a hook call has work: ``earliest`` or later."""
@@ -195,7 +221,7 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
             self._next_event = earliest
             return
         nxt = self._window_last + 1
-        if self._samples_taken < self.samples:
+        if self._samples_taken < self.session.schedule.samples:
             nxt = min(nxt, max(self._sample_from(), earliest))
         self._next_event = max(nxt, earliest)
 
@@ -229,7 +255,7 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._probe = Probe(m, self._table, sites, self.thresholds.saturation_eps, view)
         return True
 
-    def _rebuild_probe(self) -> None:
+    def rebuild_probe(self) -> None:
         """Re-trace the probe after a repair changed the model's graph."""
         if self._probe is None:
             return
@@ -256,15 +282,8 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
         t = self._tracker
         return tf.cast(tf.stack([t.total.value, t.count.value]), tf.float64)
 
-    # -- guard -----------------------------------------------------------------------
     def _fail(self, e: BaseException) -> None:
-        self.disabled = True
-        warnings.warn(
-            f"gradvitals stopped watching after an internal error ({type(e).__name__}: {e}); "
-            "training continues unaffected. Please report this with the model's structure.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        self.session.fail(e)
 
     # -- Keras hooks -----------------------------------------------------------------
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -273,15 +292,13 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
         try:
             self._spe = max(int(getattr(self.model, "steps_per_execution", 1) or 1), 1)
             self._tracker = self._find_tracker()
-            if self.log_dir is not None and self._sink is None:
-                from gradvitals.report import TensorBoardSink
-
-                self._sink = TensorBoardSink(
-                    self.log_dir,
-                    run_info={"adapter": "keras", "every": self.every, "model": self.model.name},
-                )
-            if self._setup() and self._repairer is not None and self._repairer.snapshot is None:
-                self._repairer.capture(self.step_count)  # the initial weights: healthy
+            if not self._log_open:
+                self._log_open = True
+                info = {"adapter": "keras", "every": self.every, "model": self.model.name}
+                self.session.open_log(self.log_dir, info)
+            rep = self.session.repair
+            if self._setup() and rep is not None and rep.snapshot_step is None:
+                rep.capture(self.step_count)  # the initial weights: healthy
             self._next_event = self.step_count  # the first batch is always processed
         except Exception as e:
             self._fail(e)
@@ -338,11 +355,12 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
             return
         try:
             self.flush()
-            if self._repairer is not None:
-                self._repairer.close()
-            if self._sink is not None:
-                self._sink.write_final(self.findings)
-                self._sink.flush()
+            if self.session.repair is not None:
+                self.session.repair.close()
+            for sink in self.session.sinks:
+                if not getattr(sink, "closed", False):
+                    sink.write_final(self.findings)
+                    sink.flush()
         except Exception as e:
             self._fail(e)
 
@@ -358,7 +376,11 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
             if in_batch and self._tracker is not None:
                 self._buffer.reads.append(("batch", step, self._read_tracker()))
             self._close_window(end=step - 1)
-        if in_batch and self._samples_taken < self.samples and step >= self._sample_from():
+        if (
+            in_batch
+            and self._samples_taken < self.session.schedule.samples
+            and step >= self._sample_from()
+        ):
             self._sample(step)
         # a batch call handled this step; an epoch-end call leaves it to the next batch
         self._plan_next(step + 1 if in_batch else step)
@@ -377,13 +399,15 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
         import tensorflow as tf
 
         buf = self._buffer
+        sched = self.session.schedule
         new: list[Finding] = []
+        end = max(end, sched.start)
         if not buf.empty and self._probe is not None and self._table is not None:
             host = tf.concat(buf.tensors(), axis=0).numpy()
             record, self._loss_base = assemble(
-                index=self._window_index,
-                start=self._window_start,
-                end=max(end, self._window_start),
+                index=sched.index,
+                start=sched.start,
+                end=end,
                 host=host,
                 buffer=buf,
                 layout=self._probe.layout,
@@ -392,31 +416,10 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
                 has_grad=self._probe.has_grad,
                 base=self._loss_base,
             )
-            new = self._record(record)
-        self._window_index += 1
-        self._window_start = end + 1
-        self._window_len = self._length_of(self._window_index)
+            new = self.session.submit(record)
+        sched.advance(end)
         self._samples_taken = 0
         buf.clear()
-        return new
-
-    def _record(self, record: WindowRecord) -> list[Finding]:
-        new = self.suite.update(record)
-        self.history.append(record)
-        if self.history_limit is not None and len(self.history) > self.history_limit:
-            del self.history[0]
-        if self._repairer is not None and new:
-            new = new + self._repairer.on_findings(new, record)
-        elif self._repairer is not None:
-            self._repairer.on_healthy(record)
-        for f in new:
-            f.remedies = keras_remedies(f.remedies, f.layer)
-        self.findings.extend(new)
-        if self.console:
-            for f in new:
-                log.warning(_console_line(f))
-        if self._sink is not None:
-            self._sink.write_window(record, new)
         return new
 
     # -- public API ------------------------------------------------------------------
@@ -433,8 +436,8 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
                 self._pending = None
             if self._buffer.empty:
                 return []
-            new = self._close_window(end=max(step - 1, self._window_start))
-            self._window_start = step
+            new = self._close_window(end=step - 1)
+            self.session.schedule.start = step
             self._plan_next(step)
             return new
         except Exception as e:
@@ -443,60 +446,31 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     def close(self) -> None:
         """Write the final summary and close the TensorBoard log (if any)."""
-        if self._sink is not None and not self._sink.closed:
-            self._sink.write_final(self.findings)
-            self._sink.close()
+        self.session.close()
 
     @property
     def healthy(self) -> bool:
         """True while no failure has been found."""
-        return not self.findings
+        return self.session.healthy
 
     def report(self) -> str:
         """A text summary of the run: healthy or not, each finding and what to do."""
-        from gradvitals.report._console import summary_text
-
-        return summary_text(self.findings, len(self.history), self.repairs)
+        return self.session.report()
 
     def scalars(self) -> dict[str, list[tuple[int, float]]]:
         """Statistics history as ``tag -> [(step, value), ...]`` (the TensorBoard tags)."""
-        return history_scalars(self.history)
+        return self.session.scalars()
 
     def state_dict(self) -> dict[str, Any]:
         """Detector state, findings, repairs and the step count, for a resumed run."""
-        return {
-            "version": 1,
-            "adapter": "keras",
-            "step_count": self.step_count,
-            "window_index": self._window_index,
-            "detectors": self.suite.state_dict(),
-            "findings": [f.to_dict() for f in self.findings],
-            "repairs": [dict(r) for r in self.repairs],
-        }
+        return {**self.session.state_dict(), "adapter": "keras"}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict` (before ``fit`` continues)."""
-        if not isinstance(state, dict) or state.get("version") != 1:
-            raise UsageError("not a gradvitals callback state_dict (expected version 1)")
-        self.suite.load_state_dict(state["detectors"])
-        self.findings = [Finding.from_dict(d) for d in state.get("findings", [])]
-        self.repairs = [dict(r) for r in state.get("repairs", [])]
-        self.step_count = int(state["step_count"])
-        self._window_index = int(state.get("window_index", 0))
+        self.session.load_state_dict(state)
         self._epoch_base = self.step_count
-        self._window_start = self.step_count
-        self._window_len = self._length_of(self._window_index)
         self._samples_taken = 0
         self._pending = None
         self._buffer.clear()
         self._loss_base = LossBase(0.0, 0.0, self.step_count)
         self._plan_next(self.step_count)
-
-
-def _console_line(f: Finding) -> str:
-    try:
-        from gradvitals.report._console import format_finding
-
-        return format_finding(f)
-    except ImportError:  # pragma: no cover
-        return str(f)

@@ -18,7 +18,8 @@ The probe leaves no trace: non-trainable variables (BatchNorm moving statistics,
 dropout seed) are restored afterwards, and no metric is updated.
 
 Packed layout (``Probe.layout``): ``[loss, grad_sq (L), grad_nonfinite (L)]`` then per
-site ``[positive (U), n_zero, n_saturated, n_nonfinite, min, n_examples, n_elements]``.
+site its :data:`~gradvitals.stats.SITE_FIELDS` in table order (``ever_positive`` has
+one entry per unit).
 """
 
 from __future__ import annotations
@@ -27,14 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gradvitals.keras._layout import GraphView, LayerTable, Site
+from gradvitals.stats import DIES_WHEN_NEVER_POSITIVE, SATURATING, asymptotes
+from gradvitals.stats._table import SITE_FIELDS
 
-__all__ = ["Probe", "ProbeLayout"]
+__all__ = ["SITE_SCALARS", "Probe", "ProbeLayout"]
 
-_SIGMOID_LIKE = frozenset({"sigmoid", "hardsigmoid"})
-_TANH_LIKE = frozenset({"tanh", "hardtanh", "softsign"})
-
-#: per-site scalars after the unit mask
-SITE_SCALARS = ("n_zero", "n_saturated", "n_nonfinite", "min", "n_examples", "n_elements")
+#: per-site scalars after the unit mask: the table's site fields, in table order
+SITE_SCALARS: tuple[str, ...] = tuple(f.name for f in SITE_FIELDS if not f.per_unit)
 
 
 @dataclass
@@ -107,27 +107,26 @@ class Probe:
         finite = tf.math.is_finite(a)
         positive = tf.reduce_any(a > 0.0, axis=others)
         bad_units = tf.reduce_any(tf.logical_not(finite), axis=others)
-        if site.activation in _SIGMOID_LIKE:
-            sat = tf.logical_or(a < self.eps, a > 1.0 - self.eps)
-            zero = tf.zeros_like(a, dtype=tf.bool)
-        elif site.activation in _TANH_LIKE:
-            sat = tf.abs(a) > 1.0 - self.eps
-            zero = tf.zeros_like(a, dtype=tf.bool)
+        none = tf.zeros_like(a, dtype=tf.bool)
+        if site.activation in SATURATING:
+            lo, hi = asymptotes(site.activation)
+            sat = tf.logical_or(a < lo + self.eps, a > hi - self.eps)
         else:
-            sat = tf.zeros_like(a, dtype=tf.bool)
-            zero = tf.equal(a, 0.0)
+            sat = none
+        zero = tf.equal(a, 0.0) if site.activation in DIES_WHEN_NEVER_POSITIVE else none
 
         def count(mask: Any) -> Any:
             return tf.reduce_sum(tf.cast(mask, tf.float64))
 
-        scalars = [
-            count(zero),
-            count(sat),
-            count(bad_units),
-            tf.cast(tf.reduce_min(a), tf.float64),
-            tf.cast(tf.shape(a)[0], tf.float64),
-            tf.cast(tf.size(a), tf.float64),
-        ]
+        values = {
+            "n_zero": count(zero),
+            "n_saturated": count(sat),
+            "n_nonfinite": count(bad_units),
+            "min_value": tf.cast(tf.reduce_min(a), tf.float64),
+            "n_examples": tf.cast(tf.shape(a)[0], tf.float64),
+            "n_elements": tf.cast(tf.size(a), tf.float64),
+        }
+        scalars = [values[name] for name in SITE_SCALARS]
         return [tf.cast(positive, tf.float64), tf.stack(scalars)]
 
     # -- compiled functions ----------------------------------------------------------

@@ -1,10 +1,9 @@
 """In-flight repair for Keras: roll back to the last healthy state and apply the next fix.
 
-The same design as the PyTorch repairer (``gradvitals/torch/_repair.py``) and the same
-:class:`~gradvitals.RepairPolicy`: when a failure mode fires, the weights and the
-optimizer's slots are restored from the last *clean* window's snapshot and the next
-action of that mode's list is applied; at most ``max_attempts`` per mode, then a final
-"could not repair" finding.
+The framework-free :class:`~gradvitals.session.RepairController` decides (the same one
+the PyTorch adapter uses, with the same :class:`~gradvitals.RepairPolicy`); this module
+is the Keras :class:`~gradvitals.session.RepairHost`: snapshots of the weights and the
+optimizer's slots, and the actions, registered by name in :data:`KERAS_ACTIONS`.
 
 What Keras lets a callback change mid-fit (``frameworks.md`` section 3), per action:
 
@@ -38,65 +37,47 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gradvitals.errors import UsageError
-from gradvitals.findings import FailureMode, Finding
-from gradvitals.remedies import RepairPolicy
-from gradvitals.remedies import _ledger as ledger
-from gradvitals.stats import SATURATING, WindowRecord
+from gradvitals.remedies import ACTION_SPECS, ActionContext, ActionRegistry, RepairPolicy
+from gradvitals.stats import SATURATING
 
 if TYPE_CHECKING:
-    from gradvitals.keras._callback import VitalsCallback
     from gradvitals.keras._layout import Site
 
-__all__ = ["KerasRepairer", "suspect"]
+__all__ = ["KERAS_ACTIONS", "KerasRepairHost"]
 
 log = logging.getLogger("gradvitals")
 
 _RELU_KINDS = ("relu", "relu6")
-_STRUCTURAL = frozenset({"leaky_variant", "relu_he"})
-_REINIT = frozenset({"reinit_dead", "relu_he", "xavier_init", "leaky_variant"})
+
+#: Keras implementations of the repair actions, by name (``add_norm`` has none: a
+#: compiled Keras model cannot gain layers mid-fit).
+KERAS_ACTIONS = ActionRegistry("keras")
 
 
-def suspect(cb: VitalsCallback, record: WindowRecord, norms: list[float]) -> str | None:
-    """Why a window without findings is not clean enough to snapshot, or None.
+class KerasRepairHost:
+    """The Keras side of repair: snapshots and the model/optimizer changes.
 
-    The same rule as the PyTorch repairer's: ``gradvitals.remedies._ledger.unclean_reason``.
-    """
-    return ledger.unclean_reason(record, cb.thresholds, cb.suite, norms)
-
-
-class KerasRepairer:
-    """Keeps the last healthy snapshot and applies a :class:`~gradvitals.RepairPolicy`.
+    It talks to the callback only through ``model``, ``sites`` and ``rebuild_probe()``.
 
     Args:
-        cb: the callback (it owns the model, detectors, findings and ``repairs``).
-        policy: a :class:`~gradvitals.RepairPolicy`, a dict of its fields, or None.
+        cb: the :class:`~gradvitals.keras.VitalsCallback`.
+        policy: the :class:`~gradvitals.RepairPolicy`.
     """
 
-    def __init__(self, cb: VitalsCallback, policy: RepairPolicy | dict[str, Any] | None) -> None:
-        if policy is None:
-            policy = RepairPolicy()
-        elif isinstance(policy, dict):
-            policy = RepairPolicy(**policy)
-        if not isinstance(policy, RepairPolicy):
-            raise UsageError(
-                "policy must be a gradvitals.RepairPolicy (or a dict of its fields), got "
-                f"{type(policy).__name__}; e.g. policy=gradvitals.RepairPolicy(max_attempts=2)"
-            )
+    actions = KERAS_ACTIONS
+
+    def __init__(self, cb: Any, policy: RepairPolicy) -> None:
         self.cb = cb
         self.policy = policy
         self.snapshot: tuple[int, list[np.ndarray], list[np.ndarray]] | None = None
         self.clipped = False
-        self._rng = np.random.default_rng(policy.seed)
-        self._healthy_windows = 0
-        self._pending: list[dict[str, Any]] = []
-        self._norms: list[float] = []
+        self.rng = np.random.default_rng(policy.seed)
 
-    # -- model access ------------------------------------------------------------------
     @property
     def model(self) -> Any:
         return self.cb.model
@@ -111,6 +92,8 @@ class KerasRepairer:
 
     def capture(self, step: int) -> bool:
         """Keep the current weights and optimizer slots; never a state with a NaN/Inf."""
+        if self.model is None or not getattr(self.model, "built", False):
+            return False
         weights = [np.asarray(w) for w in self.model.get_weights()]
         slots = [np.asarray(v.numpy()) for v in self._slots()]
         for a in (*weights, *slots):
@@ -119,122 +102,30 @@ class KerasRepairer:
         self.snapshot = (step, weights, slots)
         return True
 
-    def _restore(self) -> int | None:
+    def restore(self) -> int | None:
         if self.snapshot is None:
             return None
         step, weights, slots = self.snapshot
-        try:
-            self.model.set_weights(weights)
-            for v, value in zip(self._slots(), slots, strict=False):
-                if tuple(v.shape) == value.shape:
-                    v.assign(value)
-        except Exception as e:
-            log.warning("gradvitals repair: could not roll back (%s: %s)", type(e).__name__, e)
-            return None
+        self.model.set_weights(weights)
+        for v, value in zip(self._slots(), slots, strict=False):
+            if tuple(v.shape) == value.shape:
+                v.assign(value)
         return step
 
-    # -- callback hooks ----------------------------------------------------------------
-    def on_healthy(self, record: WindowRecord) -> None:
-        """A window without findings: settle pending outcomes, maybe snapshot."""
-        recent = list(self._norms)
-        g = record.total_grad_norm
-        if math.isfinite(g):
-            self._norms = (self._norms + [g])[-8:]
-        if suspect(self.cb, record, recent) is not None:
-            return
-        self._settle(True)
-        self._healthy_windows += 1
-        if self._healthy_windows % self.policy.snapshot_every == 0:
-            self.capture(record.step_end + 1)
+    def after_repair(self, applied: Sequence[str]) -> None:
+        # clipping and activation swaps are baked into the traced step
+        if any(ACTION_SPECS[n].structural or n == "clip_grad_norm" for n in applied):
+            m = self.model
+            m.make_train_function(force=True)
+            m.make_test_function(force=True)
+            m.make_predict_function(force=True)
+            self.cb.rebuild_probe()
 
-    def on_findings(self, findings: list[Finding], record: WindowRecord) -> list[Finding]:
-        """Roll back and apply the next action per mode; returns final findings."""
-        self._settle(False)
-        by_kind: dict[FailureMode, list[Finding]] = {}
-        for f in findings:
-            if not f.final and self.policy.actions_for(f.kind):
-                by_kind.setdefault(f.kind, []).append(f)
-        finals: list[Finding] = []
-        plans: list[tuple[FailureMode, list[Finding], list[str]]] = []
-        for kind, fs in by_kind.items():
-            if self._gave_up(kind, finals):
-                continue
-            done = self._attempts(kind)
-            candidates = self._candidates(kind, fs)
-            if done >= self.policy.max_attempts or not candidates:
-                why = (
-                    f"{done} repair{'s' if done != 1 else ''} did not hold"
-                    if done >= self.policy.max_attempts
-                    else "no action left in the policy applies to this Keras model"
-                )
-                finals.append(self._give_up(kind, fs, record, why))
-                continue
-            plans.append((kind, fs, candidates))
-        if not plans:
-            return finals
-        rollback = self._restore()
-        structural = reinit = False
-        applied: dict[str, str] = {}
-        for kind, fs, candidates in plans:
-            for name in candidates:  # the first one that does something
-                if name in applied and name not in ("reinit_dead", "xavier_init"):
-                    detail: str | None = f"{applied[name]} (shared)"
-                else:
-                    detail = self._try(name, fs)
-                    if detail is not None:
-                        applied[name] = detail
-                        structural |= name in _STRUCTURAL or name == "clip_grad_norm"
-                if detail is not None:
-                    reinit |= name in _REINIT
-                    self._log(kind, fs, record, name, detail, rollback)
-                    break
-            else:
-                finals.append(
-                    self._give_up(kind, fs, record, "no action left in the policy could be applied")
-                )
-        if structural:
-            self._retrace()
-        self.cb.suite.rearm(forget_history=reinit)
-        if reinit or self.snapshot is None:
-            self.capture(record.step_end + 1)  # the restored state, with the fix applied
-        return finals
+    # -- helpers -----------------------------------------------------------------------
+    def hidden_sites(self) -> list[Site]:
+        return self.cb.sites  # type: ignore[no-any-return]  # output layers are never sites
 
-    def close(self) -> None:
-        """Write the repairs whose outcome is still unknown to the TensorBoard log."""
-        for r in self._pending:
-            self._write(r)
-        self._pending = []
-
-    # -- decisions ---------------------------------------------------------------------
-    def _attempts(self, kind: FailureMode) -> int:
-        return len(ledger.kind_records(self.cb.repairs, kind))
-
-    def _gave_up(self, kind: FailureMode, finals: list[Finding]) -> bool:
-        return any(f.final and f.kind is kind for f in [*self.cb.findings, *finals])
-
-    def _candidates(self, kind: FailureMode, findings: list[Finding]) -> list[str]:
-        """The policy's next actions for ``kind`` that apply to this Keras model."""
-        names = ledger.next_actions(self.policy, self.cb.repairs, kind)
-        return [n for n in names if self._applicable(n, findings)]
-
-    def _applicable(self, name: str, findings: list[Finding]) -> bool:
-        if name == "lower_lr":
-            return self._lr_variable() is not None
-        if name == "clip_grad_norm":
-            return True
-        sites = self._hidden_sites()
-        if name == "leaky_variant":
-            return any(s.activation in _RELU_KINDS for s in sites)
-        if name == "relu_he":
-            return any(s.activation in SATURATING for s in sites)
-        if name in ("reinit_dead", "xavier_init"):
-            return any(self._incoming(f.layer) is not None for f in findings)
-        return False  # add_norm: a compiled Keras model cannot gain layers mid-fit
-
-    def _hidden_sites(self) -> list[Site]:
-        return list(self.cb._sites)  # output layers are never sites
-
-    def _incoming(self, site_name: str | None) -> Any:
+    def incoming(self, site_name: str | None) -> Any:
         """The Dense/Conv layer whose kernel feeds a site: itself, or the nearest
         weight layer before an ``Activation``/``ReLU`` layer."""
         layers = list(getattr(self.model, "layers", []))
@@ -248,69 +139,35 @@ class KerasRepairer:
                 return None  # a normalization or other weight layer in between
         return None
 
-    # -- actions -----------------------------------------------------------------------
-    def _try(self, name: str, findings: list[Finding]) -> str | None:
-        try:
-            return self._apply(name, findings)
-        except Exception as e:  # a failed action must not stop training
-            log.warning("gradvitals repair: %s failed (%s: %s)", name, type(e).__name__, e)
-            return None
-
-    def _apply(self, name: str, findings: list[Finding]) -> str | None:
-        if name == "lower_lr":
-            return self._lower_lr()
-        if name == "clip_grad_norm":
-            return self._clip()
-        if name == "leaky_variant":
-            return self._swap(_RELU_KINDS, "leaky_relu", he=False)
-        if name == "relu_he":
-            return self._swap(tuple(SATURATING), self.policy.swap_to, he=True)
-        if name == "reinit_dead":
-            return self._reinit_dead(findings)
-        if name == "xavier_init":
-            return self._xavier(findings)
-        return None
-
-    def _lr_variable(self) -> Any:
+    def lr_variable(self) -> Any:
         opt = getattr(self.model, "optimizer", None)
         lr = getattr(opt, "learning_rate", None)
         return lr if hasattr(lr, "assign") else None
 
-    def _lower_lr(self) -> str | None:
-        opt = self.model.optimizer
-        if self._lr_variable() is None:
-            return None  # a LearningRateSchedule: not settable
-        old = float(opt.learning_rate)
-        new = old * self.policy.lr_factor
-        opt.learning_rate = new
-        return f"learning rate {old:.3g} -> {new:.3g}"
+    def init_columns(self, layer: Any, cols: list[int] | None, how: str, gain: float = 1.0) -> None:
+        """Re-initialise a kernel's output columns (all when ``cols`` is None)."""
+        kernel = np.asarray(layer.kernel.numpy())
+        fan_in = int(np.prod(kernel.shape[:-1]))
+        fan_out = int(kernel.shape[-1])
+        if how == "he":
+            fresh = self.rng.normal(0.0, math.sqrt(2.0 / fan_in), kernel.shape)
+        else:  # Glorot uniform with a gain
+            lim = gain * math.sqrt(6.0 / (fan_in + fan_out))
+            fresh = self.rng.uniform(-lim, lim, kernel.shape)
+        idx = slice(None) if cols is None else cols
+        kernel[..., idx] = fresh[..., idx].astype(kernel.dtype)
+        layer.kernel.assign(kernel)
+        bias = getattr(layer, "bias", None)
+        if bias is not None:
+            b = np.asarray(bias.numpy())
+            b[idx] = 0.0
+            bias.assign(b)
 
-    def _clip(self) -> str:
-        opt = self.model.optimizer
-        if self.clipped:
-            attr = "clipnorm" if getattr(opt, "clipnorm", None) else "global_clipnorm"
-            setattr(opt, attr, float(getattr(opt, attr)) / 2.0)
-            return f"tightened gradient-norm clipping ({attr}) to {getattr(opt, attr):.3g}"
-        value = self.policy.clip_norm
-        source = "from the policy"
-        if value is None:
-            value = self.cb.suite.clip_norm
-            source = "2x the median healthy gradient norm"
-        if value is None:
-            value, source = 1.0, "a default: no healthy gradient norms were seen"
-        self.clipped = True
-        if getattr(opt, "clipnorm", None):
-            opt.clipnorm = min(float(opt.clipnorm), value)
-            return f"per-variable clipnorm {opt.clipnorm:.3g} ({source})"
-        old = getattr(opt, "global_clipnorm", None)
-        opt.global_clipnorm = min(float(old), value) if old else value
-        return f"clipping the global gradient norm at {opt.global_clipnorm:.3g} ({source})"
-
-    def _swap(self, kinds: tuple[str, ...], to: str, *, he: bool) -> str | None:
+    def swap(self, kinds: tuple[str, ...], to: str, *, he: bool) -> str | None:
         import keras
 
         swapped, reinit = [], []
-        for site in self._hidden_sites():
+        for site in self.hidden_sites():
             if site.activation not in kinds:
                 continue
             layer = site.layer
@@ -322,9 +179,9 @@ class KerasRepairer:
                 continue
             site.activation = to
             swapped.append(site.name)
-            inc = self._incoming(site.name) if he else None
+            inc = self.incoming(site.name) if he else None
             if inc is not None:
-                self._init_columns(inc, None, "he")
+                self.init_columns(inc, None, "he")
                 reinit.append(inc.name)
         if not swapped:
             return None
@@ -333,91 +190,84 @@ class KerasRepairer:
             what += f"; He-initialised {', '.join(reinit)}"
         return what
 
-    def _init_columns(
-        self, layer: Any, cols: list[int] | None, how: str, gain: float = 1.0
-    ) -> None:
-        """Re-initialise a kernel's output columns (all when ``cols`` is None)."""
-        kernel = np.asarray(layer.kernel.numpy())
-        fan_in = int(np.prod(kernel.shape[:-1]))
-        fan_out = int(kernel.shape[-1])
-        if how == "he":
-            fresh = self._rng.normal(0.0, math.sqrt(2.0 / fan_in), kernel.shape)
-        else:  # Glorot uniform with a gain
-            lim = gain * math.sqrt(6.0 / (fan_in + fan_out))
-            fresh = self._rng.uniform(-lim, lim, kernel.shape)
-        idx = slice(None) if cols is None else cols
-        kernel[..., idx] = fresh[..., idx].astype(kernel.dtype)
-        layer.kernel.assign(kernel)
-        bias = getattr(layer, "bias", None)
-        if bias is not None:
-            b = np.asarray(bias.numpy())
-            b[idx] = 0.0
-            bias.assign(b)
 
-    def _reinit_dead(self, findings: list[Finding]) -> str | None:
-        parts = []
-        for f in findings:
-            layer = self._incoming(f.layer)
-            cols = [int(i) for i in f.evidence.get("dead_unit_indices") or []]
-            if layer is None or not cols:
-                continue
-            self._init_columns(layer, cols, "he")
-            parts.append(f"{len(cols)} unit(s) of {layer.name}")
-        if not parts:
-            return None
-        return "He-initialised the incoming weights of " + ", ".join(parts)
+def _sites_of(host: KerasRepairHost, kinds: Sequence[str] | frozenset[str]) -> bool:
+    return any(s.activation in kinds for s in host.hidden_sites())
 
-    def _xavier(self, findings: list[Finding]) -> str | None:
-        parts, seen = [], set()
-        for f in findings:
-            layer = self._incoming(f.layer)
-            if layer is None or layer.name in seen:
-                continue
-            seen.add(layer.name)
-            kind = str(f.evidence.get("activation", "tanh"))
-            gain = 5.0 / 3.0 if kind in ("tanh", "hardtanh") else 1.0
-            self._init_columns(layer, None, "glorot", gain)
-            parts.append(f"{layer.name} (gain {gain:.3g})")
-        return "Xavier-initialised " + ", ".join(parts) if parts else None
 
-    def _retrace(self) -> None:
-        m = self.model
-        m.make_train_function(force=True)
-        m.make_test_function(force=True)
-        m.make_predict_function(force=True)
-        self.cb._rebuild_probe()
+def _has_incoming(host: KerasRepairHost, ctx: ActionContext) -> bool:
+    return any(host.incoming(f.layer) is not None for f in ctx.findings)
 
-    # -- bookkeeping -------------------------------------------------------------------
-    def _log(
-        self,
-        kind: FailureMode,
-        findings: list[Finding],
-        record: WindowRecord,
-        action: str,
-        detail: str,
-        rollback: int | None,
-    ) -> None:
-        attempt = self._attempts(kind) + 1
-        rec = ledger.repair_record(kind, findings, record, action, detail, rollback, attempt)
-        self.cb.repairs.append(rec)
-        self._pending.append(rec)
-        line = ledger.repair_line(rec, self.policy.max_attempts)
-        (log.warning if self.cb.console else log.info)(line)
 
-    def _settle(self, healthy: bool) -> None:
-        for r in self._pending:
-            r["healthy_after"] = healthy
-            self._write(r)
-        self._pending = []
+# -- the actions ---------------------------------------------------------------------------
+@KERAS_ACTIONS.register("lower_lr", applicable=lambda host, ctx: host.lr_variable() is not None)
+def _lower_lr(host: KerasRepairHost, ctx: ActionContext) -> str | None:
+    opt = host.model.optimizer
+    if host.lr_variable() is None:
+        return None  # a LearningRateSchedule: not settable
+    old = float(opt.learning_rate)
+    new = old * host.policy.lr_factor
+    opt.learning_rate = new
+    return f"learning rate {old:.3g} -> {new:.3g}"
 
-    def _write(self, r: dict[str, Any]) -> None:
-        sink = self.cb._sink
-        if sink is not None and not sink.closed:
-            sink.write_repair(r)
 
-    def _give_up(
-        self, kind: FailureMode, findings: list[Finding], record: WindowRecord, why: str
-    ) -> Finding:
-        return ledger.give_up_finding(
-            kind, findings, record, why, self.cb.repairs, self.cb.suite.clip_norm
-        )
+@KERAS_ACTIONS.register("clip_grad_norm")
+def _clip(host: KerasRepairHost, ctx: ActionContext) -> str | None:
+    opt = host.model.optimizer
+    if host.clipped:
+        attr = "clipnorm" if getattr(opt, "clipnorm", None) else "global_clipnorm"
+        setattr(opt, attr, float(getattr(opt, attr)) / 2.0)
+        return f"tightened gradient-norm clipping ({attr}) to {getattr(opt, attr):.3g}"
+    value = host.policy.clip_norm
+    source = "from the policy"
+    if value is None:
+        value, source = ctx.clip_norm, "2x the median healthy gradient norm"
+    if value is None:
+        value, source = 1.0, "a default: no healthy gradient norms were seen"
+    host.clipped = True
+    if getattr(opt, "clipnorm", None):
+        opt.clipnorm = min(float(opt.clipnorm), value)
+        return f"per-variable clipnorm {opt.clipnorm:.3g} ({source})"
+    old = getattr(opt, "global_clipnorm", None)
+    opt.global_clipnorm = min(float(old), value) if old else value
+    return f"clipping the global gradient norm at {opt.global_clipnorm:.3g} ({source})"
+
+
+@KERAS_ACTIONS.register("leaky_variant", applicable=lambda host, ctx: _sites_of(host, _RELU_KINDS))
+def _leaky_variant(host: KerasRepairHost, ctx: ActionContext) -> str | None:
+    return host.swap(_RELU_KINDS, "leaky_relu", he=False)
+
+
+@KERAS_ACTIONS.register("relu_he", applicable=lambda host, ctx: _sites_of(host, SATURATING))
+def _relu_he(host: KerasRepairHost, ctx: ActionContext) -> str | None:
+    return host.swap(tuple(SATURATING), host.policy.swap_to, he=True)
+
+
+@KERAS_ACTIONS.register("reinit_dead", applicable=_has_incoming)
+def _reinit_dead(host: KerasRepairHost, ctx: ActionContext) -> str | None:
+    parts = []
+    for f in ctx.findings:
+        layer = host.incoming(f.layer)
+        cols = [int(i) for i in f.evidence.get("dead_unit_indices") or []]
+        if layer is None or not cols:
+            continue
+        host.init_columns(layer, cols, "he")
+        parts.append(f"{len(cols)} unit(s) of {layer.name}")
+    if not parts:
+        return None
+    return "He-initialised the incoming weights of " + ", ".join(parts)
+
+
+@KERAS_ACTIONS.register("xavier_init", applicable=_has_incoming)
+def _xavier(host: KerasRepairHost, ctx: ActionContext) -> str | None:
+    parts, seen = [], set()
+    for f in ctx.findings:
+        layer = host.incoming(f.layer)
+        if layer is None or layer.name in seen:
+            continue
+        seen.add(layer.name)
+        kind = str(f.evidence.get("activation", "tanh"))
+        gain = 5.0 / 3.0 if kind in ("tanh", "hardtanh") else 1.0
+        host.init_columns(layer, None, "glorot", gain)
+        parts.append(f"{layer.name} (gain {gain:.3g})")
+    return "Xavier-initialised " + ", ".join(parts) if parts else None

@@ -172,7 +172,7 @@ def assemble(
                 a["mask"] |= mask
                 for k in ("n_zero", "n_saturated", "n_nonfinite", "n_examples", "n_elements"):
                     a[k] += vals[k]
-                a["min"] = min(a["min"], vals["min"])
+                a["min_value"] = min(a["min_value"], vals["min_value"])
     w_last = np.full(n, np.nan)
     upd_sum = np.zeros(n)
     weight_bad = np.zeros(n, dtype=int)
@@ -225,7 +225,7 @@ def assemble(
             n_zero=int(a["n_zero"]),
             n_saturated=int(a["n_saturated"]),
             n_nonfinite=int(a["n_nonfinite"]),
-            min_value=float(a["min"]),
+            min_value=float(a["min_value"]),
             ever_positive=a["mask"],
             role="output",
         )

@@ -1,187 +1,193 @@
-"""The remedy catalog, keyed by :class:`~gradvitals.findings.FailureMode`.
+"""The remedy catalog: every remedy declared once, with code for each framework.
 
-Cause -> remedy, in the order a practitioner should try them. Lookup is by enum,
-never by parsing a message. Some remedies take numbers from the run itself, e.g. a
-gradient-clipping threshold from the run's healthy gradient norms (Pascanu et al.
-2013: "values from half to ten times this average norm can still yield convergence").
+A :class:`RemedyTemplate` holds the action, the mechanism and a code snippet per
+framework (``"torch"``, ``"keras"``) with ``{name}`` placeholders for its parameters
+(a clip norm, a layer name). :func:`render` fills them and returns a
+:class:`~gradvitals.findings.Remedy` whose ``params`` keep the numbers, so a repair
+reads the clip norm from ``params``, never back out of the code string. Which
+remedies a finding gets, and in which order, is the mode registry's business
+(:mod:`gradvitals.remedies._modes`); lookup is by key, never by parsing text.
 
->>> [r.key for r in remedies_for(FailureMode.DYING_RELU)][:2]
-['lower_lr', 'leaky_variant']
->>> remedies_for(FailureMode.EXPLODING_GRADIENT, clip_norm=2.5)[1].code
-'torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=2.5)'
+>>> r = render("clip_grad_norm", "torch", max_norm=2.5)
+>>> r.code, r.params["max_norm"]
+('torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=2.5)', 2.5)
+>>> render("clip_grad_norm", "keras", max_norm=2.5).code
+'keras.optimizers.Adam(learning_rate, global_clipnorm=2.5)  # or SGD(..., global_clipnorm=2.5)'
+>>> render("nope", "torch")
+Traceback (most recent call last):
+...
+KeyError: "no remedy 'nope'; known: ..."
 """
 
 from __future__ import annotations
 
-from gradvitals.findings import FailureMode, Remedy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["remedies_for"]
+from gradvitals.findings import Remedy
 
-_LOWER_LR = Remedy(
-    action="Lower the learning rate (try 10x lower)",
-    why="Steps that are too large push weights far past the region where the loss is "
-    "well approximated; norms grow step after step.",
-    code="for g in optimizer.param_groups: g['lr'] *= 0.1",
-    key="lower_lr",
-)
-
-_BATCHNORM = Remedy(
-    action="Add batch normalization before each nonlinearity",
-    why="Normalizing pre-activations keeps their scale fixed from layer to layer, so "
-    "signals and gradients neither shrink nor blow up with depth (Ioffe & Szegedy 2015).",
-    code="nn.Sequential(nn.Linear(d, h), nn.BatchNorm1d(h), nn.ReLU(), ...)",
-    key="batchnorm",
-)
+__all__ = ["TEMPLATES", "RemedyTemplate", "register_remedy", "render"]
 
 
-def _clip(clip_norm: float | None) -> Remedy:
-    value = f"{clip_norm:.3g}" if clip_norm else "1.0"
-    src = (
-        "twice the median of this run's healthy gradient norms"
-        if clip_norm
-        else "a threshold from your healthy gradient norms"
-    )
-    return Remedy(
-        action=f"Clip the global gradient norm at {value}",
-        why="Norm clipping rescales a too-long gradient and keeps its direction "
-        f"(Pascanu et al. 2013). {value} is {src}.",
-        code=f"torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm={value})",
-        key="clip_grad_norm",
-    )
+@dataclass(frozen=True)
+class RemedyTemplate:
+    """One remedy, before its parameters are known.
 
-
-def remedies_for(
-    kind: FailureMode,
-    *,
-    clip_norm: float | None = None,
-    activation: str | None = None,
-) -> list[Remedy]:
-    """Ordered remedies for ``kind``.
-
-    Args:
-        kind: the failure mode.
-        clip_norm: a clipping threshold suggested from the run's healthy history.
-        activation: the offending activation's name, when known (for the wording).
-
-    Returns:
-        A new list; the first remedy is the one to try first.
+    Attributes:
+        key: the stable identifier (``"lower_lr"``); repair actions use the same keys.
+        action: a short imperative; may hold ``{param}`` placeholders.
+        why: the mechanism, in one or two sentences; may hold placeholders.
+        code: per framework, a snippet to paste; may hold placeholders.
+        defaults: parameter defaults (``{"max_norm": 1.0}``).
     """
-    act = activation or "sigmoid/tanh"
-    if kind is FailureMode.VANISHING_GRADIENT:
-        return [
-            Remedy(
-                action=f"Replace {act} with a ReLU-family activation and use He init",
-                why="Sigmoid's derivative is at most 0.25 and tanh's shrinks away from 0; "
-                "the product over layers vanishes toward the input. ReLU passes gradient 1.",
-                code="nn.ReLU()  # and: nn.init.kaiming_normal_(layer.weight, nonlinearity='relu')",
-                key="relu_he",
-            ),
-            _BATCHNORM,
-            Remedy(
-                action="Add residual connections",
-                why="A skip path carries the gradient around each block unchanged.",
-                code="x = x + block(x)",
-                key="residual",
-            ),
-        ]
-    if kind is FailureMode.EXPLODING_GRADIENT:
-        return [_LOWER_LR, _clip(clip_norm), _BATCHNORM]
-    if kind is FailureMode.NONFINITE:
-        return [
-            _LOWER_LR,
-            _clip(clip_norm),
-            Remedy(
-                action="Check the inputs and the loss for NaN/Inf and unsafe ops",
-                why="log(0), division by zero or an fp16 overflow turn one value into NaN, "
-                "which then spreads to every weight.",
-                code="torch.autograd.set_detect_anomaly(True)  # while debugging only",
-                key="check_numerics",
-            ),
-        ]
-    if kind is FailureMode.DYING_RELU:
-        return [
-            _LOWER_LR,
-            Remedy(
-                action="Use Leaky ReLU, ELU or GELU instead of ReLU",
-                why="A small negative-side slope keeps gradient flowing to a unit whose "
-                "input is negative, so it can come back.",
-                code="nn.LeakyReLU(0.01)  # or nn.ELU(), nn.GELU()",
-                key="leaky_variant",
-            ),
-            Remedy(
-                action="Use He (Kaiming) initialization",
-                why="Var(w) = 2/fan_in keeps the pre-activation scale through ReLU layers.",
-                code="nn.init.kaiming_normal_(layer.weight, nonlinearity='relu'); "
-                "nn.init.zeros_(layer.bias)",
-                key="he_init",
-            ),
-            Remedy(
-                action="Check for large negative biases",
-                why="A bias far below zero keeps the pre-activation negative for every input.",
-                code="print(layer.bias.min())",
-                key="check_bias",
-            ),
-        ]
-    if kind is FailureMode.SATURATION:
-        return [
-            Remedy(
-                action="Rescale the inputs and re-initialise with Xavier/Glorot init",
-                why="Large pre-activations push sigmoid/tanh onto their flat tails, where "
-                "the derivative is near 0.",
-                code="nn.init.xavier_uniform_(layer.weight, gain=nn.init.calculate_gain('tanh'))",
-                key="xavier_init",
-            ),
-            _LOWER_LR,
-            _BATCHNORM,
-            Remedy(
-                action="Use a non-saturating activation (ReLU family)",
-                why="ReLU has no upper asymptote.",
-                code="nn.ReLU()",
-                key="relu_he",
-            ),
-        ]
-    if kind is FailureMode.LINEAR_COLLAPSE:
-        return [
-            Remedy(
-                action="Put a nonlinearity between the affine layers (or merge them)",
-                why="W2(W1x+b1)+b2 = (W2W1)x + (W2b1+b2): stacked affine layers are one "
-                "affine map and add no capacity.",
-                code="nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, k))",
-                key="add_nonlinearity",
-            )
-        ]
-    if kind is FailureMode.DEEP_SATURATING_STACK:
-        return remedies_for(FailureMode.VANISHING_GRADIENT, activation=activation)
-    if kind is FailureMode.INIT_MISMATCH:
-        return [
-            Remedy(
-                action="Initialise with the gain that matches the activation",
-                why="PyTorch's default Linear/Conv init has Var(w) = 1/(3 fan_in): in a ReLU "
-                "stack the signal's second moment shrinks x1/6 per layer.",
-                code="nn.init.kaiming_normal_(layer.weight, nonlinearity='relu')",
-                key="he_init",
-            )
-        ]
-    if kind is FailureMode.BORN_DEAD:
-        return [
-            Remedy(
-                action="Widen the layers or make the net shallower",
-                why="A width-N ReLU layer is all-zero at a given input with probability "
-                "2^-N; over L-1 layers the chance that one is grows quickly.",
-                code="nn.Linear(d, 64)  # wider hidden layers",
-                key="widen",
-            ),
-            Remedy(
-                action="Use Leaky ReLU, ELU or GELU",
-                why="No zero-gradient half-line, so no layer can be all-dead.",
-                code="nn.LeakyReLU(0.01)",
-                key="leaky_variant",
-            ),
-            Remedy(
-                action="Use He init with zero biases, or a small positive bias",
-                why="Keeps about half of each layer's units active at initialisation.",
-                code="nn.init.kaiming_normal_(w, nonlinearity='relu'); nn.init.constant_(b, 0.01)",
-                key="he_init",
-            ),
-        ]
-    raise ValueError(f"no remedies for {kind!r}; known: {[m.value for m in FailureMode]}")
+
+    key: str
+    action: str
+    why: str
+    code: Mapping[str, str]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def render(self, framework: str = "torch", **params: Any) -> Remedy:
+        values = {**self.defaults, **{k: v for k, v in params.items() if v is not None}}
+        shown = {k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in values.items()}
+        code = self.code.get(framework, self.code.get("torch", ""))
+        return Remedy(
+            action=self.action.format(**shown),
+            why=self.why.format(**shown),
+            code=code.format(**shown),
+            key=self.key,
+            params=dict(values),
+        )
+
+
+TEMPLATES: dict[str, RemedyTemplate] = {}
+
+
+def register_remedy(template: RemedyTemplate) -> RemedyTemplate:
+    """Add a remedy to the catalog (a key may be registered once)."""
+    if template.key in TEMPLATES:
+        raise ValueError(f"remedy {template.key!r} is already registered")
+    TEMPLATES[template.key] = template
+    return template
+
+
+def render(key: str, framework: str = "torch", **params: Any) -> Remedy:
+    """The remedy ``key`` with code for ``framework`` and its parameters filled in."""
+    try:
+        template = TEMPLATES[key]
+    except KeyError:
+        raise KeyError(f"no remedy {key!r}; known: {', '.join(sorted(TEMPLATES))}") from None
+    return template.render(framework, **params)
+
+
+def _r(key: str, action: str, why: str, torch: str, keras: str = "", **defaults: Any) -> None:
+    code = {"torch": torch, **({"keras": keras} if keras else {})}
+    register_remedy(RemedyTemplate(key, action, why, code, defaults))
+
+
+# -- learning rate, clipping, normalization ----------------------------------------------
+_r(
+    "lower_lr",
+    "Lower the learning rate (try 10x lower)",
+    "Steps that are too large push weights far past the region where the loss is "
+    "well approximated; norms grow step after step.",
+    "for g in optimizer.param_groups: g['lr'] *= 0.1",
+    "model.optimizer.learning_rate = float(model.optimizer.learning_rate) * 0.1",
+)
+_r(
+    "clip_grad_norm",
+    "Clip the global gradient norm at {max_norm}",
+    "Norm clipping rescales a too-long gradient and keeps its direction "
+    "(Pascanu et al. 2013). {max_norm} is {source}.",
+    "torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm={max_norm})",
+    "keras.optimizers.Adam(learning_rate, global_clipnorm={max_norm})"
+    "  # or SGD(..., global_clipnorm={max_norm})",
+    max_norm=1.0,
+    source="a threshold from your healthy gradient norms",
+)
+_r(
+    "batchnorm",
+    "Add batch normalization before each nonlinearity",
+    "Normalizing pre-activations keeps their scale fixed from layer to layer, so "
+    "signals and gradients neither shrink nor blow up with depth (Ioffe & Szegedy 2015).",
+    "nn.Sequential(nn.Linear(d, h), nn.BatchNorm1d(h), nn.ReLU(), ...)",
+    "keras.layers.Dense(h), keras.layers.BatchNormalization(), keras.layers.Activation('relu')",
+)
+# -- activations and initialisation -----------------------------------------------------
+_r(
+    "relu_he",
+    "Replace {activation} with a ReLU-family activation and use He init",
+    "Sigmoid's derivative is at most 0.25 and tanh's shrinks away from 0; "
+    "the product over layers vanishes toward the input. ReLU passes gradient 1.",
+    "nn.ReLU()  # and: nn.init.kaiming_normal_(layer.weight, nonlinearity='relu')",
+    "keras.layers.Dense(h, activation='relu', kernel_initializer='he_normal')",
+    activation="sigmoid/tanh",
+)
+_r(
+    "residual",
+    "Add residual connections",
+    "A skip path carries the gradient around each block unchanged.",
+    "x = x + block(x)",
+    "x = keras.layers.Add()([x, block(x)])",
+)
+_r(
+    "leaky_variant",
+    "Use Leaky ReLU, ELU or GELU instead of ReLU",
+    "A small negative-side slope keeps gradient flowing to a unit whose input is "
+    "negative, so it can come back.",
+    "nn.LeakyReLU(0.01)  # or nn.ELU(), nn.GELU()",
+    "keras.layers.Dense(h, activation='leaky_relu')  # or 'elu', 'gelu'",
+)
+_r(
+    "he_init",
+    "Use He (Kaiming) initialization",
+    "Var(w) = 2/fan_in keeps the pre-activation scale through ReLU layers.",
+    "nn.init.kaiming_normal_(layer.weight, nonlinearity='relu'); nn.init.zeros_(layer.bias)",
+    "keras.layers.Dense(h, activation='relu', kernel_initializer='he_normal', "
+    "bias_initializer='zeros')",
+)
+_r(
+    "check_bias",
+    "Check for large negative biases",
+    "A bias far below zero keeps the pre-activation negative for every input.",
+    "print(model.get_submodule({layer!r}).bias.min())",
+    "print(model.get_layer({layer!r}).bias.numpy().min())",
+    layer="LAYER",
+)
+_r(
+    "xavier_init",
+    "Rescale the inputs and re-initialise with Xavier/Glorot init",
+    "Large pre-activations push sigmoid/tanh onto their flat tails, where the "
+    "derivative is near 0.",
+    "nn.init.xavier_uniform_(layer.weight, gain=nn.init.calculate_gain('tanh'))",
+    "keras.layers.Dense(h, activation='tanh', kernel_initializer='glorot_uniform')"
+    "  # and standardise the inputs",
+)
+# -- numerics -----------------------------------------------------------------------------
+_r(
+    "check_numerics",
+    "Check the inputs and the loss for NaN/Inf and unsafe ops",
+    "log(0), division by zero or an fp16 overflow turn one value into NaN, which then "
+    "spreads to every weight.",
+    "torch.autograd.set_detect_anomaly(True)  # while debugging only",
+    "keras.callbacks.TerminateOnNaN()  # and, while debugging only: "
+    "tf.debugging.enable_check_numerics()",
+)
+# -- structure ----------------------------------------------------------------------------
+_r(
+    "add_nonlinearity",
+    "Put a nonlinearity between the affine layers (or merge them)",
+    "W2(W1x+b1)+b2 = (W2W1)x + (W2b1+b2): stacked affine layers are one affine map and "
+    "add no capacity.",
+    "nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, k))",
+    "keras.layers.Dense(h, activation='relu'), keras.layers.Dense(k)",
+)
+_r(
+    "widen",
+    "Widen the layers or make the net shallower",
+    "A width-N ReLU layer is all-zero at a given input with probability 2^-N; over L-1 "
+    "layers the chance that one is grows quickly.",
+    "nn.Linear(d, 64)  # wider hidden layers",
+    "keras.layers.Dense(64, activation='relu')  # wider hidden layers",
+)

@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any
 
-from gradvitals.detectors import DetectorSuite, Thresholds, has_nonfinite
+from gradvitals.detectors import Thresholds, has_nonfinite
 from gradvitals.findings import FailureMode, Finding
-from gradvitals.remedies._catalog import remedies_for
+from gradvitals.remedies._modes import remedies_for
 from gradvitals.remedies._policy import RepairPolicy
-from gradvitals.stats import SATURATING, WindowRecord
+from gradvitals.stats import WindowRecord
 
 __all__ = [
     "give_up_finding",
@@ -35,14 +36,18 @@ __all__ = [
 
 
 def unclean_reason(
-    record: WindowRecord, t: Thresholds, suite: DetectorSuite, recent_norms: Sequence[float]
+    record: WindowRecord,
+    t: Thresholds,
+    pending: str | None,
+    recent_norms: Sequence[float],
 ) -> str | None:
     """Why a window without findings is not clean enough to snapshot, or None.
 
     Besides findings, a window is suspect when it is on its way to one: a NaN/Inf, a
     gradient norm ``explode_factor`` x its recent median, a step of a quarter of a
     layer's weights (the exploding detector's own corroboration level), a layer over
-    the dead or saturated threshold, or a detector counting bad windows.
+    the dead or saturated threshold, or a detector counting bad windows (``pending``
+    names its mode).
     """
     if has_nonfinite(record):
         return "non-finite values"
@@ -65,23 +70,19 @@ def unclean_reason(
             and s.dead_fraction >= t.dead_fraction
         ):
             return f"{name}: {s.dead_fraction:.0%} dead units"
-        if s.activation in SATURATING and s.n_elements and s.saturation >= t.saturation:
+        if s.saturating and s.n_elements and s.saturation >= t.saturation:
             return f"{name}: {s.saturation:.0%} saturated"
-    for key, det in suite.detectors.items():
-        trig = det.trigger
-        if trig.firing or any(v > 0 for v in trig.bad.values()):
-            return f"{key} pending"
+    if pending is not None:
+        return f"{pending} pending"
     return None
 
 
-def kind_records(repairs: Sequence[dict[str, Any]], kind: FailureMode) -> list[dict[str, Any]]:
+def kind_records(repairs: Sequence[dict[str, Any]], kind: Enum) -> list[dict[str, Any]]:
     """The repair records of one failure mode, oldest first."""
     return [r for r in repairs if r.get("kind") == kind.value]
 
 
-def next_actions(
-    policy: RepairPolicy, repairs: Sequence[dict[str, Any]], kind: FailureMode
-) -> list[str]:
+def next_actions(policy: RepairPolicy, repairs: Sequence[dict[str, Any]], kind: Enum) -> list[str]:
     """The policy's actions after the last one already used for ``kind``.
 
     Replayed from the records, so it resumes after ``load_state_dict`` too.
@@ -139,6 +140,8 @@ def give_up_finding(
     why: str,
     repairs: Sequence[dict[str, Any]],
     clip_norm: float | None,
+    *,
+    framework: str = "torch",
 ) -> Finding:
     """The final "could not repair" finding for a mode out of actions or attempts."""
     tried = [r["action"] for r in kind_records(repairs, kind)]
@@ -153,6 +156,6 @@ def give_up_finding(
             + ". Training goes on unrepaired for this failure mode"
         ),
         evidence={"attempts": len(tried), "actions": tried, "last": findings[0].message},
-        remedies=remedies_for(kind, clip_norm=clip_norm),
+        remedies=remedies_for(kind, clip_norm=clip_norm, framework=framework),
         final=True,
     )

@@ -38,69 +38,47 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from gradvitals.errors import UsageError
 from gradvitals.findings import FailureMode
+from gradvitals.remedies._actions import ACTION_SPECS
+from gradvitals.remedies._modes import modes
 
 __all__ = ["ACTIONS", "DEFAULT_ACTIONS", "REPAIRABLE", "RepairPolicy"]
 
-#: The failure modes a policy can repair (training failures, not pre-flight ones).
-REPAIRABLE: tuple[FailureMode, ...] = (
-    FailureMode.EXPLODING_GRADIENT,
-    FailureMode.NONFINITE,
-    FailureMode.DYING_RELU,
-    FailureMode.VANISHING_GRADIENT,
-    FailureMode.SATURATION,
-)
+#: The failure modes a policy can repair: registered modes with default actions.
+REPAIRABLE: tuple[FailureMode, ...] = tuple(m.kind for m in modes() if m.repairable)  # type: ignore[misc]
 
 #: Action name -> (what it does, the modes it may be used for).
 ACTIONS: dict[str, tuple[str, frozenset[FailureMode]]] = {
-    "lower_lr": ("multiply the learning rate by lr_factor", frozenset(REPAIRABLE)),
-    "clip_grad_norm": (
-        "clip the global gradient norm (threshold from the run's healthy history)",
-        frozenset(REPAIRABLE),
-    ),
-    "leaky_variant": ("swap nn.ReLU modules for nn.LeakyReLU", frozenset(REPAIRABLE)),
-    "reinit_dead": (
-        "He-initialise the incoming weights of dead units",
-        frozenset({FailureMode.DYING_RELU}),
-    ),
-    "relu_he": (
-        "swap sigmoid/tanh modules for a ReLU-family activation, with He init",
-        frozenset(REPAIRABLE),
-    ),
-    "add_norm": ("insert normalization before each hidden activation", frozenset(REPAIRABLE)),
-    "xavier_init": (
-        "Xavier-initialise the layers feeding saturated units",
-        frozenset({FailureMode.SATURATION}),
-    ),
+    name: (spec.description, spec.modes if spec.modes is not None else frozenset(REPAIRABLE))
+    for name, spec in ACTION_SPECS.items()
 }
 
-#: The default order of actions per mode: the cheapest, least invasive first.
+#: The default order of actions per mode (from the mode registry): the cheapest first.
 DEFAULT_ACTIONS: dict[FailureMode, tuple[str, ...]] = {
-    FailureMode.EXPLODING_GRADIENT: ("lower_lr", "clip_grad_norm", "lower_lr"),
-    FailureMode.NONFINITE: ("lower_lr", "clip_grad_norm", "lower_lr"),
-    FailureMode.DYING_RELU: ("lower_lr", "leaky_variant", "reinit_dead"),
-    FailureMode.VANISHING_GRADIENT: ("relu_he", "add_norm", "lower_lr"),
-    FailureMode.SATURATION: ("xavier_init", "lower_lr", "add_norm"),
+    m.kind: m.repair_actions  # type: ignore[misc]
+    for m in modes()
+    if m.repairable
 }
 
 _SWAP_TO = ("leaky_relu", "relu")
 
 
-def _mode(key: FailureMode | str) -> FailureMode:
-    try:
-        mode = FailureMode(key)
-    except ValueError:
-        mode = None
-    if mode not in REPAIRABLE:
+def _repairable() -> dict[str, Any]:
+    """The registered modes that have default repair actions, by value (live)."""
+    return {str(m.kind.value): m for m in modes() if m.repairable}
+
+
+def _mode(key: Any) -> Any:
+    spec = _repairable().get(str(getattr(key, "value", key)))
+    if spec is None:
         raise UsageError(
-            f"cannot repair {key!r}. Repairable failure modes: "
-            f"{', '.join(m.value for m in REPAIRABLE)}"
+            f"cannot repair {key!r}. Repairable failure modes: {', '.join(_repairable())}"
         )
-    assert mode is not None
-    return mode
+    return spec.kind
 
 
 @dataclass
@@ -165,7 +143,9 @@ class RepairPolicy:
                 "actions must map failure modes to lists of action names, e.g. "
                 "{'dying_relu': ['lower_lr', 'leaky_variant']}"
             )
-        resolved: dict[FailureMode, tuple[str, ...]] = dict(DEFAULT_ACTIONS)
+        resolved: dict[Any, tuple[str, ...]] = {
+            spec.kind: spec.repair_actions for spec in _repairable().values()
+        }
         for key, names in self.actions.items():
             mode = _mode(key)
             if isinstance(names, str):
@@ -179,7 +159,7 @@ class RepairPolicy:
                         f"unknown repair action {name!r} for {mode.value}. Valid actions: "
                         f"{', '.join(sorted(ACTIONS))}"
                     )
-                if mode not in ACTIONS[name][1]:
+                if not ACTION_SPECS[name].allows(mode):
                     allowed = ", ".join(sorted(m.value for m in ACTIONS[name][1]))
                     raise UsageError(
                         f"repair action {name!r} cannot repair {mode.value}; it is for: {allowed}"
@@ -187,13 +167,13 @@ class RepairPolicy:
             resolved[mode] = tuple(names)
         self._resolved = resolved
 
-    def actions_for(self, kind: FailureMode | str) -> tuple[str, ...]:
+    def actions_for(self, kind: Enum | str) -> tuple[str, ...]:
         """The ordered actions for ``kind``; empty for modes that are not repaired."""
-        try:
-            mode = FailureMode(kind)
-        except ValueError:
-            return ()
-        return self._resolved.get(mode, ())
+        key = str(getattr(kind, "value", kind))
+        for mode, names in self._resolved.items():
+            if str(mode.value) == key:
+                return names
+        return ()
 
     def describe(self) -> str:
         """One line per mode: ``mode: action -> action -> action``.
@@ -202,7 +182,7 @@ class RepairPolicy:
         saturation: (not repaired)
         """
         lines = []
-        for mode in REPAIRABLE:
+        for mode in self._resolved:
             acts = self.actions_for(mode)
             lines.append(f"{mode.value}: {' -> '.join(acts) if acts else '(not repaired)'}")
         return "\n".join(lines)

@@ -21,10 +21,10 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from gradvitals.findings import FailureMode, Finding
+from gradvitals.findings import Finding
+from gradvitals.remedies import urgency
 
 __all__ = [
-    "KIND_ORDER",
     "fmt_value",
     "most_important",
     "rank_findings",
@@ -34,29 +34,16 @@ __all__ = [
     "where",
 ]
 
-#: Failure modes from most to least urgent: NaNs end a run, explosions lead to NaNs,
-#: vanishing gradients and dead units stall it, saturation slows it; lint last.
-KIND_ORDER: tuple[FailureMode, ...] = (
-    FailureMode.NONFINITE,
-    FailureMode.EXPLODING_GRADIENT,
-    FailureMode.VANISHING_GRADIENT,
-    FailureMode.DYING_RELU,
-    FailureMode.SATURATION,
-    FailureMode.BORN_DEAD,
-    FailureMode.LINEAR_COLLAPSE,
-    FailureMode.DEEP_SATURATING_STACK,
-    FailureMode.INIT_MISMATCH,
-)
-
 
 def _rank_key(f: Finding) -> tuple[int, int, int]:
-    order = KIND_ORDER.index(f.kind) if f.kind in KIND_ORDER else len(KIND_ORDER)
-    # a "could not repair" finding outranks one of the same kind that was handled
-    return (order, 0 if f.final else 1, f.step)
+    # the mode registry's urgency; a "could not repair" finding outranks one of the same
+    # kind that was handled
+    return (urgency(f.kind), 0 if f.final else 1, f.step)
 
 
 def rank_findings(findings: Iterable[Finding]) -> list[Finding]:
-    """Findings most urgent first: by kind (:data:`KIND_ORDER`), unrepaired first, then earliest."""
+    """Findings most urgent first: by the mode registry's urgency, unrepaired first, then
+    earliest."""
     return sorted(findings, key=_rank_key)
 
 

@@ -5,9 +5,9 @@ them to the host once per window. This module holds that host copy and derives t
 ratios (``dead_fraction``, ``update_ratio``...) from it. Nothing here imports a
 framework.
 
-Every field of the sufficient statistics declares how it combines across ranks in
-:data:`SITE_REDUCTIONS` and :data:`LAYER_REDUCTIONS`: sums and counts add, masks OR
-(``max``), minima take ``min``. A mean is never reduced; ratios are derived after.
+How each sufficient statistic is packed and combined across ranks is declared once,
+in :mod:`gradvitals.stats._table`; which values are shown (TensorBoard tags, report
+columns) is declared once, in :mod:`gradvitals.stats._signals`.
 
 >>> import numpy as np
 >>> s = SiteStats(name="fc1.act", activation="relu", units=4, n_examples=64,
@@ -21,62 +21,78 @@ Every field of the sufficient statistics declares how it combines across ranks i
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from gradvitals.stats._signals import record_scalars
+
 __all__ = [
     "DIES_WHEN_NEVER_POSITIVE",
-    "LAYER_REDUCTIONS",
-    "LOSS_REDUCTIONS",
     "SATURATING",
-    "SITE_REDUCTIONS",
     "LayerStats",
     "LossStats",
     "SiteStats",
     "WindowRecord",
+    "asymptotes",
     "history_scalars",
 ]
 
-#: Activations whose outputs saturate at asymptotes; their sites report ``saturation``.
-SATURATING = frozenset({"sigmoid", "tanh", "hardsigmoid", "hardtanh", "softsign"})
 
-#: Activations whose unit is dead exactly when it is never positive: the output is 0
-#: and the gradient is 0 on the whole negative half-line. Leaky ReLU, ELU, GELU...
-#: still pass gradient there, so a never-positive unit of theirs is not dead.
-DIES_WHEN_NEVER_POSITIVE = frozenset({"relu", "relu6"})
+def _dies_when_never_positive() -> frozenset[str]:
+    """Catalog entries whose unit is dead exactly when it is never positive.
 
-#: How each activation-site field combines across ranks.
-SITE_REDUCTIONS: dict[str, str] = {
-    "n_examples": "sum",
-    "n_elements": "sum",
-    "n_zero": "sum",
-    "n_saturated": "sum",
-    "n_nonfinite": "sum",
-    "ever_positive": "max",  # OR of per-unit masks: dead only if dead on every rank
-    "min_value": "min",
-}
+    The derivative is 0 on the whole left half-line (``saturates_left`` is flat) and
+    the output is never below 0: a unit that is never positive sits in the flat part
+    for every example (ReLU, ReLU6, hard sigmoid). Leaky ReLU, ELU, GELU... pass
+    gradient there, so a never-positive unit of theirs is not dead.
+    """
+    from gradvitals.activations import Saturation, entries
 
-#: How each layer (parameter) field combines across ranks. Under DDP gradients are
-#: already averaged, so squared norms are identical on every rank ("max" keeps one);
-#: under FSDP each rank holds a shard and squared norms add ("sum").
-LAYER_REDUCTIONS: dict[str, str] = {
-    "grad_sq": "replicated_or_sum",
-    "weight_sq": "replicated_or_sum",
-    "update_sq": "replicated_or_sum",
-    "n_grad_nonfinite": "sum",
-    "n_samples": "max",
-}
+    return frozenset(
+        a.name
+        for a in entries()
+        if a.saturates_left is Saturation.FLAT and a.output_range[0] == 0.0
+    )
 
-LOSS_REDUCTIONS: dict[str, str] = {
-    "sum": "sum",
-    "count": "sum",
-    "n_nonfinite": "sum",
-    "max": "max",
-    "min": "min",
-}
+
+def _saturating() -> frozenset[str]:
+    """Catalog entries bounded on both sides whose derivative vanishes at both
+    asymptotes, and that are not dead-when-never-positive: sigmoid, tanh, softsign,
+    hard tanh. Their sites report ``saturation``."""
+    from gradvitals.activations import Saturation, entries
+
+    return frozenset(
+        a.name
+        for a in entries()
+        if a.saturates_left is not Saturation.NONE
+        and a.saturates_right is not Saturation.NONE
+        and all(abs(b) != float("inf") for b in a.output_range)
+        and a.name not in DIES_WHEN_NEVER_POSITIVE
+    )
+
+
+@functools.cache
+def asymptotes(activation: str) -> tuple[float, float]:
+    """The output range ``(low, high)`` of a catalog activation (its asymptotes).
+
+    >>> asymptotes("tanh")
+    (-1.0, 1.0)
+    """
+    from gradvitals.activations import get
+
+    lo, hi = get(activation).output_range
+    return float(lo), float(hi)
+
+
+#: Activations whose unit is dead exactly when it is never positive (from the catalog).
+DIES_WHEN_NEVER_POSITIVE: frozenset[str] = _dies_when_never_positive()
+
+#: Activations whose outputs saturate at two asymptotes (from the catalog).
+SATURATING: frozenset[str] = _saturating()
 
 
 def _nan_if_none(x: float | None) -> float:
@@ -138,9 +154,14 @@ class SiteStats:
     @property
     def saturation(self) -> float:
         """Fraction of values at an asymptote, for saturating activations, else NaN."""
-        if self.activation not in SATURATING or not self.n_elements:
+        if not self.saturating or not self.n_elements:
             return float("nan")
         return self.n_saturated / self.n_elements
+
+    @property
+    def saturating(self) -> bool:
+        """True for a saturating activation's output (see :data:`SATURATING`)."""
+        return self.role == "output" and self.activation in SATURATING
 
     @property
     def relu_like(self) -> bool:
@@ -267,29 +288,13 @@ class WindowRecord:
         return math.sqrt(sum(vals)) if vals else float("nan")
 
     def scalars(self) -> dict[str, float]:
-        """The vital signs as TensorBoard-style tags: ``<statistic>/<layer>`` -> value.
+        """The vital signs as ``<signal>/<key>`` -> value (see :data:`~gradvitals.stats.SIGNALS`).
 
         Sections: ``dead_fraction``, ``zero_fraction``, ``saturation`` (per activation
         site), ``grad_norm``, ``update_ratio`` (per layer), plus ``loss/train`` and
         ``grad_norm_total/model``. NaN values (not measured) are omitted.
         """
-        out: dict[str, float] = {}
-        for name, s in self.sites.items():
-            if s.relu_like:
-                out[f"dead_fraction/{name}"] = s.dead_fraction
-                out[f"zero_fraction/{name}"] = s.zero_fraction
-            if s.activation in SATURATING:
-                out[f"saturation/{name}"] = s.saturation
-        for name, lay in self.layers.items():
-            if lay.has_grad:
-                out[f"grad_norm/{name}"] = lay.grad_norm
-                out[f"update_ratio/{name}"] = lay.update_ratio
-        if self.loss is not None and self.loss.count:
-            out["loss/train"] = self.loss.mean
-        tg = self.total_grad_norm
-        if not math.isnan(tg):
-            out["grad_norm_total/model"] = tg
-        return {k: float(v) for k, v in out.items() if not math.isnan(v)}
+        return record_scalars(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,62 +1,53 @@
 """torch.distributed: combine each window's statistics across ranks (DDP, FSDP).
 
-Wiring only. The monitor packs a window's statistics into one flat float64 tensor with
-a parallel list of ``(reduction, length)`` segments (``_monitor._collect``). Under
-``torch.distributed`` every rank gathers every rank's tensor and combines it the same
-way, so every rank decides on the same record: the same findings and the same repairs,
-in step.
+Wiring only. The monitor packs a window's statistics into one flat float64 tensor laid
+out by :class:`~gradvitals.stats.Layout`, whose fields each declare their reduction
+(:mod:`gradvitals.stats._table`). Under ``torch.distributed`` every rank gathers every
+rank's tensor and combines it the same way, so every rank decides on the same record:
+the same findings and the same repairs, in step.
 
-How each segment combines (never a mean: ratios are derived after the sync):
+How each field combines (never a mean and never a norm: ratios and norms are derived
+after the sync, so every combine is exact):
 
 - ``SUM``: counts and sums (zeros, examples, losses) add;
 - ``MAX``: per-unit "ever positive" masks OR: a unit is dead only if it is dead on
-  every rank's data;
+  every rank's data; "some rank saw a NaN" flags;
 - ``MIN``: minima;
-- ``REPLICATED``: per-layer gradient, weight and update norms. Under DDP they are the
-  same on every rank (gradients are read after DDP's all-reduce, see
-  :class:`AfterBackward`; weights are replicated), so rank 0's value is taken. Under
-  FSDP (``sharded=True``) each rank holds one shard and stores its shard's norm, so
-  the norms combine as :math:`\\sqrt{\\sum_r \\|x_r\\|^2}`. The monitor keeps the *sum*
-  of per-step norms over a window's sampled steps; combining sums of norms this way is
-  exact for one sampled step and otherwise a lower bound (Minkowski), equal when the
-  shards' share of the norm does not change between the sampled steps. (The monitor
-  refuses FSDP models for now, see :func:`attach`: the reducer is ready, the
-  collectors are not.)
+- ``PARAM_SUM``: per-layer squared gradient, weight and update norms. Under DDP they
+  are the same on every rank (gradients are read after DDP's all-reduce, see
+  :class:`AfterBackward`; weights are replicated), so rank 0's value is taken. With
+  sharded parameters (``sharded=True``) each rank holds one shard's sum of squares,
+  and they add.
 
 Cost per window: one tiny all-reduce of a layout fingerprint (a mismatch would abort
 the process inside gloo or hang NCCL, so it is checked first) and one
 all-gather (``all_gather_into_tensor``) of the packed statistics.
 
 >>> import torch
->>> from gradvitals.torch._monitor import MAX, MIN, REPLICATED, SUM
->>> gathered = torch.tensor([[3., 0., 5., 2.], [4., 1., 7., 9.]], dtype=torch.float64)
->>> ops = [(SUM, 1), (MAX, 1), (MIN, 1), (REPLICATED, 1)]
->>> combine(gathered, ops).tolist()
-[7.0, 1.0, 5.0, 2.0]
->>> combine(gathered, ops, sharded=True).tolist()
-[7.0, 1.0, 5.0, 9.219544457292887]
+>>> from gradvitals.stats import Layout
+>>> lay = Layout(sites=(), n_layers=1)
+>>> gathered = torch.stack([torch.arange(lay.size, dtype=torch.float64)] * 2)
+>>> combine(gathered, torch.as_tensor(lay.reduce_codes()))[:4].tolist()  # 4 layer fields
+[0.0, 1.0, 2.0, 3.0]
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from gradvitals.errors import UsageError
-from gradvitals.torch._monitor import MAX, MIN, SUM
+from gradvitals.stats import Layout, Reduce
 
-if TYPE_CHECKING:
-    from gradvitals.torch._monitor import Monitor
+__all__ = ["AfterBackward", "DistSetup", "combine", "is_distributed", "make_reducer", "plan"]
 
-__all__ = ["AfterBackward", "attach", "combine", "is_distributed", "make_reducer"]
-
-Ops = list[tuple[int, int]]
-Reducer = Callable[[torch.Tensor, Ops], torch.Tensor]
+Reducer = Callable[[torch.Tensor, Layout], torch.Tensor]
 
 
 #: ``all_gather_into_tensor`` was renamed ``all_gather_single`` in torch 2.13
@@ -68,25 +59,23 @@ def is_distributed(group: Any = None) -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
 
 
-def combine(gathered: torch.Tensor, ops: Ops, *, sharded: bool = False) -> torch.Tensor:
-    """Combine a ``(world, n)`` stack of packed statistics segment by segment.
+def combine(gathered: torch.Tensor, codes: torch.Tensor, *, sharded: bool = False) -> torch.Tensor:
+    """Combine a ``(world, n)`` stack of packed statistics element by element.
 
     Args:
         gathered: row ``r`` is rank ``r``'s flat tensor.
-        ops: ``(reduction, length)`` per segment, lengths summing to ``n``.
-        sharded: combine ``REPLICATED`` norms as shard norms (FSDP), see module doc.
+        codes: the :class:`~gradvitals.stats.Reduce` code of each element, shape ``(n,)``.
+        sharded: parameters are sharded (FSDP): ``PARAM_SUM`` fields add.
 
     Returns:
-        The combined flat tensor, shape ``(n,)``.
+        The combined flat tensor, shape ``(n,)`` (the same rule as
+        :func:`gradvitals.stats.combine_rows`).
     """
-    codes = torch.tensor([op for op, _ in ops], device=gathered.device)
-    lengths = torch.tensor([n for _, n in ops], device=gathered.device)
-    op = torch.repeat_interleave(codes, lengths)  # (n,) reduction of each element
-    # DDP: the same on every rank, take rank 0's; FSDP: shard norms, root sum of squares
-    replicated = gathered.square().sum(0).sqrt() if sharded else gathered[0]
-    out = torch.where(op == SUM, gathered.sum(0), replicated)
-    out = torch.where(op == MAX, gathered.amax(0), out)
-    return torch.where(op == MIN, gathered.amin(0), out)
+    codes = codes.to(gathered.device)
+    param = gathered.sum(0) if sharded else gathered[0]
+    out = torch.where(codes == int(Reduce.SUM), gathered.sum(0), param)
+    out = torch.where(codes == int(Reduce.MAX), gathered.amax(0), out)
+    return torch.where(codes == int(Reduce.MIN), gathered.amin(0), out)
 
 
 def make_reducer(
@@ -95,11 +84,11 @@ def make_reducer(
     sharded: bool = False,
     layout_key: Callable[[], str] | None = None,
 ) -> Reducer:
-    """A ``(flat, ops) -> flat`` hook that combines packed statistics across ranks.
+    """A ``(flat, layout) -> flat`` hook that combines packed statistics across ranks.
 
     Args:
         group: the process group (default: the world).
-        sharded: parameters are sharded (FSDP): norms combine as a root sum of squares.
+        sharded: parameters are sharded (FSDP): squared norms add across ranks.
         layout_key: optional text naming what the segments are (e.g. the site names);
             ranks whose keys differ are refused rather than silently mixed.
 
@@ -107,11 +96,12 @@ def make_reducer(
         The reducer. Every rank must call it at the same point (the monitor does, once
         per window, since all ranks count the same optimizer steps).
     """
+    codes_cache: dict[Layout, torch.Tensor] = {}
 
-    def reduce(flat: torch.Tensor, ops: Ops) -> torch.Tensor:
+    def reduce(flat: torch.Tensor, layout: Layout) -> torch.Tensor:
         world = dist.get_world_size(group)
-        key = repr(ops) + (layout_key() if layout_key is not None else "")
-        h = float(zlib.crc32(key.encode()))
+        extra = layout_key() if layout_key is not None else ""
+        h = float(zlib.crc32(f"{layout.fingerprint()}|{extra}".encode()))
         n = float(flat.numel())
         # 1. agree on the layout: [n, h, -n, -h] reduced by max is [n, h, -n, -h] on
         #    every rank iff every rank has the same n and h
@@ -128,7 +118,10 @@ def make_reducer(
         # 2. one gather of every rank's statistics, combined locally
         gathered = torch.empty(world * flat.numel(), dtype=flat.dtype, device=flat.device)
         _all_gather(gathered, flat.contiguous(), group=group)
-        return combine(gathered.view(world, -1), ops, sharded=sharded)
+        codes = codes_cache.get(layout)
+        if codes is None:
+            codes = codes_cache[layout] = torch.as_tensor(layout.reduce_codes())
+        return combine(gathered.view(world, -1), codes, sharded=sharded)
 
     return reduce
 
@@ -170,11 +163,25 @@ def _is_sharded(model: nn.Module) -> bool:
     return any(type(p).__name__ == "DTensor" for p in model.parameters())
 
 
-def attach(monitor: Monitor, *, required: bool = False, group: Any = None) -> None:
-    """Make ``monitor`` combine its windows across ranks, if there are several.
+@dataclass(frozen=True)
+class DistSetup:
+    """How a monitor takes part in a distributed run."""
 
-    Sets ``monitor._reduce``, makes rank 0 the only one that logs, and reads gradients
-    after DDP's all-reduce. Does nothing on a single process unless ``required``.
+    reduce: Reducer
+    is_main: bool
+
+
+def plan(
+    model: nn.Module,
+    *,
+    required: bool = False,
+    group: Any = None,
+    layout_key: Callable[[], str] | None = None,
+) -> DistSetup | None:
+    """The distributed wiring for ``model``, or None on a single process.
+
+    The monitor then combines every window with the returned reducer, logs from rank 0
+    only, and reads gradients after DDP's all-reduce (:class:`AfterBackward`).
     Refuses FSDP-sharded models: the reducer can combine shard norms
     (``make_reducer(sharded=True)``), but the collectors do not read DTensor shards yet.
     """
@@ -185,18 +192,12 @@ def attach(monitor: Monitor, *, required: bool = False, group: Any = None) -> No
                 "rank: call torch.distributed.init_process_group() first (torchrun does "
                 "this for you), or leave distributed unset to detect it."
             )
-        return
-    if _is_sharded(monitor.model):
+        return None
+    if _is_sharded(model):
         raise UsageError(
             "gradvitals cannot watch FSDP-sharded parameters yet: FSDP writes the "
             "reduce-scattered gradient shards without passing through the per-parameter "
             "hooks gradvitals reads. Watch the model under DDP (or a single process); "
             "see docs/scale-out.md, 'FSDP'."
         )
-
-    def layout() -> str:  # the live sites, in the order ``_collect`` packs them
-        return monitor._packing_layout
-
-    monitor._reduce = make_reducer(group, layout_key=layout)
-    monitor.is_main_process = dist.get_rank(group) == 0
-    monitor._on_grad = AfterBackward(monitor._on_grad, monitor._fail)
+    return DistSetup(make_reducer(group, layout_key=layout_key), dist.get_rank(group) == 0)

@@ -1,10 +1,12 @@
-"""The PyTorch training monitor: ``gradvitals.watch(model, optimizer)``.
+"""The PyTorch collector: ``gradvitals.watch(model, optimizer)``.
 
-Wiring only: hooks collect on-device statistics on *sampled* steps, the monitor copies
-them to the host once per window, and the framework-free detectors decide. No
-thresholds or maths live here.
+Wiring only: hooks collect on-device statistics on *sampled* steps, the monitor packs
+them and copies them to the host once per window, and hands the
+:class:`~gradvitals.session.Session` one :class:`~gradvitals.stats.WindowRecord`. The
+session decides, reports and repairs; no thresholds or maths live here.
 
-Sampling schedule (bounded detection latency, near-zero cost):
+Sampling schedule (:class:`~gradvitals.session.Schedule`; bounded detection latency,
+near-zero cost):
 
 - windows of ``every`` optimizer steps; after a short warm-up of windows of 1, 2, 4...
   steps so that failures in the first steps are seen early;
@@ -13,26 +15,28 @@ Sampling schedule (bounded detection latency, near-zero cost):
   gradvitals Python code except the optimizer-step counter;
 - the loss (when observed) is copied into an on-device buffer every step: one copy,
   no sync;
-- one host transfer per window (``.cpu()`` of one concatenated tensor).
+- one host transfer per window (``.cpu()`` of one packed tensor, laid out by
+  :class:`~gradvitals.stats.Layout`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from gradvitals.detectors import DetectorSuite, Thresholds
+from gradvitals.detectors import Thresholds
 from gradvitals.errors import UsageError
 from gradvitals.findings import Finding
-from gradvitals.stats import LayerStats, LossStats, SiteStats, WindowRecord, history_scalars
+from gradvitals.remedies import RepairPolicy
+from gradvitals.session import Session
+from gradvitals.stats import LayerInfo, Layout, SiteInfo, WindowRecord, assemble_record
+from gradvitals.stats._table import LOSS_FIELDS
 from gradvitals.torch._params import LayerTable, ParamAccumulator
 from gradvitals.torch._sites import SiteAccumulator, plan_sites
 
@@ -41,9 +45,6 @@ __all__ = ["Monitor", "watch"]
 log = logging.getLogger("gradvitals")
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-#: Reductions of packed statistics across ranks (see ``gradvitals.torch._dist``).
-SUM, MAX, MIN, REPLICATED = 0, 1, 2, 3
 
 
 @dataclass
@@ -75,10 +76,15 @@ def _unwrap(model: Any) -> tuple[nn.Module, bool]:
 class Monitor:
     """Watches one model's training. Create it with :func:`watch`.
 
+    The monitor is a collector: it measures, and its :attr:`session` decides. The
+    session's results are available here too.
+
     Attributes:
+        session: the :class:`~gradvitals.session.Session` (findings, history, outputs).
         findings: every :class:`~gradvitals.Finding`, oldest first.
         history: one :class:`~gradvitals.stats.WindowRecord` per closed window.
         preflight: the findings of the pre-flight lint run at attach (if enabled).
+        repairs: one dict per repair made (``repair=True``).
         step_count: optimizer steps seen so far.
     """
 
@@ -97,7 +103,7 @@ class Monitor:
         console: bool = True,
         history_limit: int | None = 10_000,
         repair: bool = False,
-        policy: Any = None,
+        policy: RepairPolicy | dict[str, Any] | None = None,
         distributed: bool | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -105,22 +111,15 @@ class Monitor:
                 f"watch() expects a torch.nn.Module, got {type(model).__name__}. "
                 "Pass the model itself: gradvitals.watch(model, optimizer)."
             )
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise UsageError(f"every must be an integer >= 1 (steps per window), got {every!r}")
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise UsageError(
-                f"samples must be an integer >= 1 (sampled steps per window), got {samples!r}"
-            )
-        if isinstance(thresholds, Thresholds):
-            self.thresholds = thresholds
-        elif thresholds is None:
-            self.thresholds = Thresholds()
-        elif isinstance(thresholds, dict):
-            self.thresholds = Thresholds.from_kwargs(**thresholds)
-        else:
-            raise UsageError(
-                f"thresholds must be a gradvitals.Thresholds or a dict of names, got {type(thresholds).__name__}"
-            )
+        self.session = Session(
+            framework="torch",
+            thresholds=thresholds,
+            every=every,
+            samples=samples,
+            warmup=warmup,
+            console=console,
+            history_limit=history_limit,
+        )
         self.model, self.compiled = _unwrap(model)
         self.optimizer = optimizer
         if optimizer is not None:
@@ -136,23 +135,12 @@ class Monitor:
                     "model, e.g. torch.optim.SGD(model.parameters(), lr=0.1), or pass the "
                     "optimizer that trains this model"
                 )
-        self.every = every
-        self.samples = samples
-        self.warmup = warmup
+        if (repair or policy is not None) and optimizer is None:
+            raise UsageError(
+                "repair=True needs the optimizer: gradvitals.watch(model, optimizer, repair=True)"
+            )
         self.scaler = scaler
-        self.console = console
-        self.history_limit = history_limit
-        self.suite = DetectorSuite(self.thresholds)
-        self.findings: list[Finding] = []
-        self.history: list[WindowRecord] = []
-        self.preflight: list[Finding] = []
-        self.repairs: list[dict[str, Any]] = []
-        self.step_count = 0
         self.closed = False
-        self.disabled = False
-        self._window_index = 0
-        self._window_start = 0
-        self._window_len = self._length_of(0)
         self._sampled_hooks: list[Any] = []
         self._permanent_hooks: list[Any] = []
         self._sites: dict[str, SiteAccumulator] = {}
@@ -167,26 +155,15 @@ class Monitor:
         self._pending: _Frozen | None = None  # a full window waiting for its last loss
         #: where a parameter's gradient goes; distributed runs defer it past DDP's all-reduce
         self._on_grad: Callable[[int, torch.Tensor], None] = lambda i, p: self._params.on_grad(i, p)
-        self._packing_layout = ""  # names of the sites packed by the last _collect
-        self._sink: Any = None
-        self._repairer: Any = None
-        #: ``(flat, [(op, length), ...]) -> flat``: combines packed statistics across ranks
-        self._reduce: Callable[[torch.Tensor, list[tuple[int, int]]], torch.Tensor] | None = None
-        self.is_main_process = True
-        self._has_conv1d = any(isinstance(m, nn.Conv1d) for m in self.model.modules())
-        self._acts, self._input_sites = plan_sites(self.model)
-        self._table = LayerTable.from_model(self.model)
-        self._params = ParamAccumulator(self._table)
+        #: ``(flat, layout) -> flat``: combines packed statistics across ranks
+        self._reduce: Callable[[torch.Tensor, Layout], torch.Tensor] | None = None
+        self._plan()
         if scaler is not None:
             self._params.norm_dtype = torch.float64
+        self.session.on_disable(self._remove)
         if distributed is not False:  # None: combine across ranks when there are several
-            from gradvitals.torch._dist import attach
-
-            attach(self, required=distributed is True)
-        if log_dir is not None and self.is_main_process:
-            from gradvitals.report import TensorBoardSink
-
-            self._sink = TensorBoardSink(log_dir, run_info={"adapter": "torch"})
+            self._attach_distributed(required=distributed is True)
+        self.session.open_log(log_dir, {"adapter": "torch", "every": every})
         if optimizer is not None:
             self._permanent_hooks.append(optimizer.register_step_pre_hook(self._on_pre_step))
             self._permanent_hooks.append(optimizer.register_step_post_hook(self._on_post_step))
@@ -203,25 +180,119 @@ class Monitor:
         if lint:
             self._run_lint()
         if repair or policy is not None:
-            from gradvitals.torch._repair import Repairer
+            from gradvitals.torch._repair import TorchRepairHost, resolve_policy
 
-            if optimizer is None:
-                raise UsageError(
-                    "repair=True needs the optimizer: gradvitals.watch(model, optimizer, repair=True)"
-                )
-            self._repairer = Repairer(self, policy)
-        if self._is_sampled(0):
+            pol = resolve_policy(policy)
+            assert optimizer is not None
+            host = TorchRepairHost(self, optimizer, pol)
+            self.session.enable_repair(host, pol).capture(self.step_count)
+        if self.session.schedule.is_sampled(0):
             self._install()
 
-    # -- schedule ------------------------------------------------------------------------
-    def _length_of(self, index: int) -> int:
-        if self.warmup and index < 16:
-            return min(self.every, 2**index)
-        return self.every
+    # -- the session's results -----------------------------------------------------------
+    @property
+    def findings(self) -> list[Finding]:
+        return self.session.findings
 
-    def _is_sampled(self, step: int) -> bool:
-        last = self._window_start + self._window_len - 1
-        return step > last - min(self.samples, self._window_len)
+    @property
+    def history(self) -> list[WindowRecord]:
+        return self.session.history
+
+    @property
+    def preflight(self) -> list[Finding]:
+        return self.session.preflight
+
+    @property
+    def repairs(self) -> list[dict[str, Any]]:
+        return self.session.repairs
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return self.session.thresholds
+
+    @property
+    def suite(self) -> Any:
+        return self.session.suite
+
+    @property
+    def step_count(self) -> int:
+        return self.session.step_count
+
+    @property
+    def disabled(self) -> bool:
+        return self.session.disabled
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.session.is_main_process
+
+    @property
+    def every(self) -> int:
+        return self.session.schedule.every
+
+    @property
+    def samples(self) -> int:
+        return self.session.schedule.samples
+
+    @property
+    def healthy(self) -> bool:
+        return self.session.healthy
+
+    def report(self) -> str:
+        """A text summary of the run: healthy or not, each finding and what to do."""
+        return self.session.report()
+
+    def scalars(self) -> dict[str, list[tuple[int, float]]]:
+        """Statistics history as ``tag -> [(step, value), ...]`` (the TensorBoard tags)."""
+        return self.session.scalars()
+
+    # -- what the repair host may use ----------------------------------------------------
+    def replan(self) -> None:
+        """Re-plan sites and layers after the model's structure changed (a repair)."""
+        self._remove()
+        dtype = self._params.norm_dtype
+        self._plan()
+        self._params.norm_dtype = dtype
+        self._sites, self._site_order, self._layer_order = {}, [], None
+
+    def add_permanent_hook(self, handle: Any) -> None:
+        """Keep a hook handle (e.g. a repair's clipping hook) until :meth:`close`."""
+        self._permanent_hooks.append(handle)
+
+    def multi_call_modules(self) -> set[str]:
+        """Modules called more than once per forward pass (their sites are ``name#k``)."""
+        return {k.split("#")[0] for k in self._site_order if "#" in k}
+
+    # -- planning ------------------------------------------------------------------------
+    def _plan(self) -> None:
+        self._has_conv1d = any(isinstance(m, nn.Conv1d) for m in self.model.modules())
+        self._acts, self._input_sites = plan_sites(self.model)
+        self._table = LayerTable.from_model(self.model)
+        self._params = ParamAccumulator(self._table)
+
+    def _attach_distributed(self, *, required: bool) -> None:
+        from gradvitals.torch._dist import AfterBackward, plan
+
+        setup = plan(self.model, required=required, layout_key=lambda: self._packing_layout)
+        if setup is None:
+            return
+        self._reduce = setup.reduce
+        self.session.is_main_process = setup.is_main
+        self._on_grad = AfterBackward(self._on_grad, self.session.fail)
+
+    _packing_layout = ""  # names of the sites packed by the last _collect
+
+    def _run_lint(self) -> None:
+        try:
+            from gradvitals.torch._lint import lint
+        except ImportError:  # pragma: no cover
+            return
+        try:
+            found = lint(self.model)
+        except Exception as e:  # lint must never stop training
+            log.debug("gradvitals lint skipped: %s", e)
+            return
+        self.session.add_preflight(found)
 
     # -- hooks ---------------------------------------------------------------------------
     def _install(self) -> None:
@@ -257,28 +328,6 @@ class Monitor:
             handle.remove()
         self._sampled_hooks = []
 
-    def _guard(self, fn: Callable[..., None]) -> Callable[..., None]:
-        def wrapped(*args: Any, **kwargs: Any) -> None:
-            if self.disabled:
-                return None
-            try:
-                fn(*args, **kwargs)
-            except Exception as e:  # gradvitals must never break training
-                self._fail(e)
-            return None
-
-        return wrapped
-
-    def _fail(self, e: BaseException) -> None:
-        self.disabled = True
-        self._remove()
-        warnings.warn(
-            f"gradvitals stopped watching after an internal error ({type(e).__name__}: {e}); "
-            "training continues unaffected. Please report this with the model's structure.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
     def _on_root_forward(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
@@ -291,7 +340,7 @@ class Monitor:
             if self.optimizer is None and torch.is_grad_enabled() and self._params.before is None:
                 self._params.snapshot_weights()
 
-        self._guard(body)()
+        self.session.guard(body)()
 
     def _site(self, name: str, activation: str, role: str, conv_like: bool) -> SiteAccumulator:
         k = self._calls.get(name, -1) + 1
@@ -320,7 +369,7 @@ class Monitor:
             acc.add(out, eps)
             self._produced.add(out.data_ptr())
 
-        return self._guard(body)
+        return self.session.guard(body)
 
     def _make_input_hook(self, name: str) -> Callable[..., None]:
         eps = self.thresholds.saturation_eps
@@ -337,7 +386,7 @@ class Monitor:
             acc = self._site(name, "input", "input", isinstance(module, _CONV))
             acc.add(x, eps)
 
-        return self._guard(body)
+        return self.session.guard(body)
 
     def _make_grad_hook(self, i: int) -> Callable[..., None]:
         def body(p: torch.Tensor) -> None:
@@ -348,7 +397,7 @@ class Monitor:
                 if enabled and isinstance(scale, torch.Tensor):
                     self._params.grad_scale = scale.detach().clone()
 
-        return self._guard(body)
+        return self.session.guard(body)
 
     def _make_order_hook(self, key: str) -> Callable[..., None]:
         def body(module: nn.Module, args: Any) -> None:
@@ -356,11 +405,11 @@ class Monitor:
             if order is not None and key not in order:
                 order.append(key)
 
-        return self._guard(body)
+        return self.session.guard(body)
 
     def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._sampled_hooks and not self.disabled:
-            self._guard(self._params.snapshot_weights)()
+            self.session.guard(self._params.snapshot_weights)()
 
     def _on_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._end_step()
@@ -416,7 +465,7 @@ class Monitor:
             self._losses.append(value)
             self._loss_steps.append(target)
         except Exception as e:
-            self._fail(e)
+            self.session.fail(e)
 
     def flush(self) -> list[Finding]:
         """Close the pending window now and run the detectors; returns new findings."""
@@ -424,13 +473,13 @@ class Monitor:
             return []
         try:
             new = self._resolve()
-            return new + self._close_window(partial=True)
+            return new + self._close_window()
         except Exception as e:
-            self._fail(e)
+            self.session.fail(e)
             return []
 
     def close(self) -> None:
-        """Flush, then remove every hook gradvitals installed."""
+        """Flush, then remove every hook gradvitals installed and close the outputs."""
         if self.closed:
             return
         self.flush()
@@ -438,18 +487,7 @@ class Monitor:
         for handle in self._permanent_hooks:
             handle.remove()
         self._permanent_hooks = []
-        if self._repairer is not None:
-            self._repairer.close()
-        if self._sink is not None:
-            try:
-                self._sink.write_final(self.findings)
-                self._sink.close()
-            except Exception as e:  # pragma: no cover
-                warnings.warn(
-                    f"gradvitals could not finish the TensorBoard log: {e}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+        self.session.close()
         self.closed = True
 
     def __enter__(self) -> Monitor:
@@ -458,42 +496,16 @@ class Monitor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
-    def healthy(self) -> bool:
-        return not self.findings
-
-    def report(self) -> str:
-        """A text summary of the run: healthy or not, each finding and what to do."""
-        from gradvitals.report._console import summary_text
-
-        return summary_text(self.findings, len(self.history), self.repairs)
-
-    def scalars(self) -> dict[str, list[tuple[int, float]]]:
-        """Statistics history as ``tag -> [(step, value), ...]`` (the TensorBoard tags)."""
-        return history_scalars(self.history)
-
     def state_dict(self) -> dict[str, Any]:
         """Detector state, findings and the step count, for a resumed run."""
         if self._pending is not None and not self.disabled:
             self._resolve()
-        return {
-            "version": 1,
-            "step_count": self.step_count,
-            "window_index": self._window_index,
-            "detectors": self.suite.state_dict(),
-            "findings": [f.to_dict() for f in self.findings],
-            "repairs": list(self.repairs),
-        }
+        return self.session.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if not isinstance(state, dict) or state.get("version") != 1:
-            raise UsageError("not a gradvitals monitor state_dict (expected version 1)")
-        self.suite.load_state_dict(state["detectors"])
-        self.findings = [Finding.from_dict(d) for d in state.get("findings", [])]
-        self.repairs = list(state.get("repairs", []))
-        self.step_count = int(state["step_count"])
-        self._window_index = int(state.get("window_index", 0))
-        self._start_window(self.step_count)
+        """Resume from :meth:`state_dict`; the next window opens at the saved step."""
+        self.session.load_state_dict(state)
+        self._start_window()
 
     # -- window bookkeeping --------------------------------------------------------------
     def _end_step(self) -> None:
@@ -505,24 +517,22 @@ class Monitor:
             t = self.step_count
             if self._sampled_hooks:
                 self._params.commit()
-            self.step_count = t + 1
-            if t >= self._window_start + self._window_len - 1:
+            self.session.step_count = t + 1
+            if t >= self.session.schedule.last:
                 self._freeze(t)
                 # Resolve now when the window's last loss is in (loss observed before the
                 # step) or a repair may act (it must act between steps); otherwise wait
                 # for observe_loss() of this step, at most until the next step ends.
-                if self._last_loss_step >= t or self._repairer is not None:
+                if self._last_loss_step >= t or self.session.repair is not None:
                     self._resolve()
-            if self._is_sampled(self.step_count):
+            if self.session.schedule.is_sampled(self.step_count):
                 self._install()
             else:
                 self._remove()
         except Exception as e:
-            self._fail(e)
+            self.session.fail(e)
 
-    def _start_window(self, start: int) -> None:
-        self._window_start = start
-        self._window_len = self._length_of(self._window_index)
+    def _start_window(self) -> None:
         for acc in self._sites.values():
             acc.reset()
         self._params.reset()
@@ -530,9 +540,10 @@ class Monitor:
 
     def _freeze(self, end: int) -> None:
         """Set the window ``[start, end]`` aside and start the next with fresh accumulators."""
+        sched = self.session.schedule
         self._pending = _Frozen(
-            index=self._window_index,
-            start=self._window_start,
+            index=sched.index,
+            start=sched.start,
             end=end,
             sites=self._sites,
             site_order=list(self._site_order),
@@ -543,228 +554,99 @@ class Monitor:
         self._sites = {k: a.fresh() for k, a in self._sites.items()}
         self._params = self._params.fresh()
         self._losses, self._loss_steps = [], []
-        self._window_index += 1
-        self._window_start = end + 1
-        self._window_len = self._length_of(self._window_index)
+        sched.advance(end)
 
     def _resolve(self) -> list[Finding]:
-        """Collect the set-aside window (one host copy) and run the detectors on it."""
+        """Collect the set-aside window (one host copy) and hand it to the session."""
         frozen, self._pending = self._pending, None
         if frozen is None:
             return []
-        record = self._collect(frozen)
-        return self._decide(record)
+        return self.session.submit(self._collect(frozen))
 
-    def _replan(self) -> None:
-        """Re-plan sites and layers after a repair changed the model's structure."""
-        self._remove()
-        self._has_conv1d = any(isinstance(m, nn.Conv1d) for m in self.model.modules())
-        self._acts, self._input_sites = plan_sites(self.model)
-        self._table = LayerTable.from_model(self.model)
-        dtype = self._params.norm_dtype
-        self._params = ParamAccumulator(self._table)
-        self._params.norm_dtype = dtype
-        self._sites, self._site_order, self._layer_order = {}, [], None
-
-    def _close_window(self, partial: bool) -> list[Finding]:
+    def _close_window(self) -> list[Finding]:
         """Close the open window now (``flush``): freeze it and resolve it."""
         end = self.step_count - 1
+        start = self.session.schedule.start
         if (
-            end < self._window_start
+            end < start
             and not self._loss_steps
             and not any(a.n_examples for a in self._sites.values())
         ):
             return []
-        self._freeze(max(end, self._window_start))
+        self._freeze(max(end, start))
         return self._resolve()
-
-    def _decide(self, record: WindowRecord) -> list[Finding]:
-        new = self.suite.update(record)
-        for f in new:
-            site = f.layer
-            if site and "#" in site:
-                f.evidence.setdefault("site", site)
-                f.layer = site.split("#")[0]
-        self.history.append(record)
-        if self.history_limit is not None and len(self.history) > self.history_limit:
-            del self.history[0]
-        self.findings.extend(new)
-        for f in new:
-            if self.console and self.is_main_process:
-                log.warning(_console_line(f))
-        if self._sink is not None and self.is_main_process:
-            self._sink.write_window(record, new)
-        if self._repairer is not None and new:
-            self._repairer.on_findings(new, record)
-        elif self._repairer is not None:
-            self._repairer.on_healthy(record)
-        return new
 
     def _collect(self, w: _Frozen) -> WindowRecord:
         """One host transfer of every on-device statistic of the window.
 
-        The statistics are packed into one flat tensor with a parallel list of
-        reductions (:data:`SUM`, :data:`MAX`, :data:`MIN`, :data:`REPLICATED`), so a
-        distributed run combines them with one collective (see ``_dist.py``).
+        The statistics are packed into one flat ``float64`` tensor in
+        :class:`~gradvitals.stats.Layout` order, so a distributed run combines them
+        with one collective (see ``_dist.py``).
         """
-        pieces: list[torch.Tensor] = []
-        ops: list[tuple[int, int]] = []  # (reduction, length) per piece
-        device = self._params.device
-
-        def add(x: torch.Tensor, op: int) -> None:
-            x = x.reshape(-1).to(device=device, dtype=torch.float64)
-            pieces.append(x)
-            ops.append((op, x.numel()))
-
-        live = [k for k in w.site_order if k in w.sites and w.sites[k].live]
-        for k in live:
-            a = w.sites[k]
-            positive, sums, mn = a.packed(device)
-            add(positive, MAX)
-            add(sums, SUM)
-            add(mn, MIN)
-            # host counts travel as fills, not host->device copies (which would sync)
-            counts = [
-                torch.full((), float(v), dtype=torch.float64, device=device)
-                for v in (a.n_examples, a.n_elements)
-            ]
-            add(torch.stack(counts), SUM)
         p = w.params
-        for x in (p.grad_sum, p.update_sum, p.weight_last):
-            add(x, REPLICATED)
-        add(p.nonfinite, SUM)
+        device = p.device
+        live = [k for k in w.site_order if k in w.sites and w.sites[k].live]
+        layout = Layout(
+            sites=tuple((k, w.sites[k].units) for k in live), n_layers=len(p.table.names)
+        )
+        pieces = [w.sites[k].pack(device) for k in live]
+        pieces.append(p.pack())
         loss_vals = torch.stack([v.to(device) for v in w.losses]).double() if w.losses else None
-        add(self._loss_summary(loss_vals, device), SUM)
-        add(self._loss_extremes(loss_vals, device), MIN)
+        pieces.append(_pack_loss(loss_vals, device))
         self._packing_layout = ",".join(live)
         flat = torch.cat(pieces)
         if self._reduce is not None:
-            flat = self._reduce(flat, ops)
+            flat = self._reduce(flat, layout)
         host = flat.cpu().numpy()
-
-        pos = 0
-        sites: dict[str, SiteStats] = {}
-        for k in live:
-            a = w.sites[k]
-            u = a.units
-            mask = host[pos : pos + u] > 0.5
-            n_zero, n_sat, n_nf, mn, n_ex, n_el = host[pos + u : pos + u + 6]
-            pos += u + 6
-            sites[k] = SiteStats(
-                name=k,
-                activation=a.activation,
-                units=u,
-                n_examples=int(n_ex),
-                n_elements=int(n_el),
-                n_zero=int(n_zero),
-                n_saturated=int(n_sat),
-                n_nonfinite=int(n_nf),
-                min_value=float(mn),
-                ever_positive=mask,
-                role=a.role,
-            )
-        n = len(self._table.names)
-        grad_sum, upd_sum, w_last, nonfinite = (
-            host[pos + i * n : pos + (i + 1) * n] for i in range(4)
-        )
-        pos += 4 * n
+        names = p.table.names
         order = self._layer_order or []
-        names = sorted(
-            range(n),
-            key=lambda i: (
-                order.index(self._table.names[i])
-                if self._table.names[i] in order
-                else len(order) + i
-            ),
+        ranked = sorted(
+            range(len(names)),
+            key=lambda i: order.index(names[i]) if names[i] in order else len(order) + i,
         )
-        layers: dict[str, LayerStats] = {}
-        s = max(p.n_samples, 1)
-        for i in names:
-            has = p.has_grad[i]
-            layers[self._table.names[i]] = LayerStats(
-                name=self._table.names[i],
-                grad_norm=float(grad_sum[i] / s) if has else float("nan"),
-                weight_norm=float(w_last[i]) if p.n_samples else float("nan"),
-                update_norm=float(upd_sum[i] / s) if p.has_update else float("nan"),
-                numel=self._table.numel[i],
-                n_grad_nonfinite=int(nonfinite[i]),
-                n_samples=p.n_samples,
-                has_grad=has,
-                kind=self._table.kinds[i],
-            )
-        loss_sum, loss_count, loss_nf = host[pos : pos + 3]
-        first_bad, neg_max, loss_min = host[pos + 3 : pos + 6]
-        loss = None
-        if loss_count:
-            first = None
-            if loss_nf and np.isfinite(first_bad):
-                first = w.start + int(first_bad)
-                if int(first_bad) < len(w.loss_steps):
-                    first = int(w.loss_steps[int(first_bad)])
-            loss = LossStats(
-                sum=float(loss_sum),
-                count=int(loss_count),
-                n_nonfinite=int(loss_nf),
-                first_nonfinite_step=first,
-                min=float(loss_min) if np.isfinite(loss_min) else math.nan,
-                max=float(-neg_max) if np.isfinite(neg_max) else math.nan,
-            )
-        site_rank = {k: i for i, k in enumerate(w.site_order)}
-        sites = dict(sorted(sites.items(), key=lambda kv: site_rank[kv[0]]))
-        return WindowRecord(
+        return assemble_record(
             index=w.index,
-            step_start=w.start,
-            step_end=w.end,
-            sites=sites,
-            layers=layers,
-            loss=loss,
+            start=w.start,
+            end=w.end,
+            layout=layout,
+            host=host,
+            sites=[SiteInfo(k, w.sites[k].activation, w.sites[k].role) for k in live],
+            layers=[
+                LayerInfo(n, kind, numel)
+                for n, kind, numel in zip(names, p.table.kinds, p.table.numel, strict=True)
+            ],
+            has_grad=p.has_grad,
+            n_samples=p.n_samples,
+            has_update=p.has_update,
+            layer_order=ranked,
+            loss_steps=w.loss_steps,
         )
 
-    @staticmethod
-    def _loss_summary(v: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-        """[sum of finite losses, count, non-finite count] on the device."""
-        if v is None:
-            return torch.zeros(3, dtype=torch.float64, device=device)
+
+def _pack_loss(v: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """The loss segment of the packed window, in :data:`LOSS_FIELDS` order, on the device:
+    the sum, count and non-finite count, the first non-finite index, minus the largest
+    and the smallest finite loss."""
+    inf = float("inf")
+    f64 = torch.float64
+    if v is None:
+        values = dict.fromkeys(
+            (f.name for f in LOSS_FIELDS), torch.zeros((), dtype=f64, device=device)
+        )
+        for k in ("first_nonfinite_index", "loss_neg_max", "loss_min"):
+            values[k] = torch.full((), inf, dtype=f64, device=device)
+    else:
         ok = torch.isfinite(v)
-        return torch.stack(
-            [torch.where(ok, v, 0.0).sum(), v.new_full((), float(v.numel())), (~ok).sum().double()]
-        )
-
-    @staticmethod
-    def _loss_extremes(v: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-        """[first non-finite index, -max, min] of the finite losses (reduced by min)."""
-        inf = float("inf")
-        if v is None:
-            return torch.full((3,), inf, dtype=torch.float64, device=device)
-        ok = torch.isfinite(v)
-        idx = torch.arange(v.numel(), dtype=torch.float64, device=v.device)
-        first_bad = torch.where(ok, inf, idx).min()
-        return torch.stack(
-            [first_bad, torch.where(ok, -v, inf).min(), torch.where(ok, v, inf).min()]
-        )
-
-    def _run_lint(self) -> None:
-        try:
-            from gradvitals.torch._lint import lint
-        except ImportError:  # pragma: no cover
-            return
-        try:
-            self.preflight = lint(self.model)
-        except Exception as e:  # lint must never stop training
-            log.debug("gradvitals lint skipped: %s", e)
-            return
-        for f in self.preflight:
-            if self.console and self.is_main_process:
-                log.warning(_console_line(f))
-
-
-def _console_line(f: Finding) -> str:
-    try:
-        from gradvitals.report._console import format_finding
-
-        return format_finding(f)
-    except ImportError:  # pragma: no cover
-        return str(f)
+        idx = torch.arange(v.numel(), dtype=f64, device=v.device)
+        values = {
+            "loss_sum": torch.where(ok, v, 0.0).sum(),
+            "loss_count": v.new_full((), float(v.numel())),
+            "loss_nonfinite": (~ok).sum().to(f64),
+            "first_nonfinite_index": torch.where(ok, inf, idx).min(),
+            "loss_neg_max": torch.where(ok, -v, inf).min(),
+            "loss_min": torch.where(ok, v, inf).min(),
+        }
+    return torch.stack([values[f.name].to(device) for f in LOSS_FIELDS])
 
 
 def watch(
@@ -773,9 +655,16 @@ def watch(
     *,
     every: int = 20,
     samples: int = 2,
+    warmup: bool = True,
     log_dir: str | None = None,
     thresholds: Thresholds | dict[str, Any] | None = None,
-    **kwargs: Any,
+    scaler: Any = None,
+    lint: bool = True,
+    console: bool = True,
+    history_limit: int | None = 10_000,
+    repair: bool = False,
+    policy: RepairPolicy | dict[str, Any] | None = None,
+    distributed: bool | None = None,
 ) -> Monitor:
     """Attach gradvitals to a PyTorch model (and optimizer) in one line.
 
@@ -787,14 +676,21 @@ def watch(
             run once per window (default 20; the first windows are 1, 2, 4... steps).
         samples: steps per window on which activations and gradients are measured
             (default 2, the last steps of each window).
+        warmup: short first windows, so early failures are seen early (default True).
         log_dir: write TensorBoard vital signs there (needs the ``tensorboard`` package).
         thresholds: a :class:`~gradvitals.Thresholds` or a dict of overrides by name.
-        **kwargs: ``scaler`` (an AMP ``GradScaler``: gradients are unscaled by it),
-            ``lint`` (run the pre-flight lint, default True), ``console`` (log findings,
-            default True), ``warmup``, ``history_limit``, ``repair``, ``policy``,
-            ``distributed`` (None: under ``torch.distributed`` with several ranks,
+        scaler: an AMP ``GradScaler``: gradient norms are unscaled by it, and steps it
+            skips for inf gradients are ignored.
+        lint: run the pre-flight lint at attach (default True).
+        console: log findings on the ``gradvitals`` logger (default True).
+        history_limit: window records kept in ``monitor.history`` (None: all).
+        repair: repair in flight: roll back to the last healthy state and apply the
+            next action of the policy (see ``docs/repair.md``).
+        policy: a :class:`~gradvitals.RepairPolicy` (or a dict of its fields);
+            implies ``repair=True``.
+        distributed: None (default): under ``torch.distributed`` with several ranks,
             combine each window across ranks and log from rank 0 only; False: each
-            rank on its own; True: require it. See ``docs/scale-out.md``).
+            rank on its own; True: require it (see ``docs/scale-out.md``).
 
     Returns:
         The :class:`Monitor`. Use it as a context manager or call ``close()``.
@@ -818,7 +714,14 @@ def watch(
         optimizer,
         every=every,
         samples=samples,
+        warmup=warmup,
         log_dir=log_dir,
         thresholds=thresholds,
-        **kwargs,
+        scaler=scaler,
+        lint=lint,
+        console=console,
+        history_limit=history_limit,
+        repair=repair,
+        policy=policy,
+        distributed=distributed,
     )

@@ -6,7 +6,9 @@ A *layer* is a module that owns trainable parameters directly. On a sampled step
   gradient is complete, i.e. **before** any clipping in the training loop;
 - the weights are copied before the optimizer step and :math:`\\|\\Delta w\\|_2` is taken
   after it (the update ratio is meaningful under Adam, where gradients alone mislead);
-- per-layer sums of squares are formed with one ``index_add_``, never a host sync.
+- per-layer sums of squares are formed with one ``index_add_``, never a host sync, and
+  kept as squares (:data:`~gradvitals.stats.LAYER_FIELDS`): they add exactly across
+  sampled steps and across parameter shards.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from gradvitals.stats._table import LAYER_FIELDS
 
 __all__ = ["LayerTable", "ParamAccumulator"]
 
@@ -69,10 +73,10 @@ class ParamAccumulator:
 
     def reset(self) -> None:
         n = len(self.table.names)
-        self.grad_sum = torch.zeros(n, dtype=torch.float64, device=self.device)
-        self.update_sum = torch.zeros(n, dtype=torch.float64, device=self.device)
-        self.weight_last = torch.zeros(n, dtype=torch.float64, device=self.device)
-        self.nonfinite = torch.zeros(n, dtype=torch.float64, device=self.device)
+        self.grad_sq_sum = torch.zeros(n, dtype=torch.float64, device=self.device)
+        self.update_sq_sum = torch.zeros(n, dtype=torch.float64, device=self.device)
+        self.weight_sq = torch.zeros(n, dtype=torch.float64, device=self.device)
+        self.n_grad_nonfinite = torch.zeros(n, dtype=torch.float64, device=self.device)
         self.has_grad = [False] * n
         self.has_update = False
         self.n_samples = 0
@@ -86,6 +90,10 @@ class ParamAccumulator:
         other._index_cache = self._index_cache
         other.reset()
         return other
+
+    def pack(self) -> torch.Tensor:
+        """The layers' segment of the packed window, in :data:`LAYER_FIELDS` order."""
+        return torch.cat([getattr(self, f.name).reshape(-1) for f in LAYER_FIELDS])
 
     def _index_for(self, idx: list[int]) -> torch.Tensor:
         """Layer index of the given parameters, cached on the device (no host copy)."""
@@ -118,8 +126,8 @@ class ParamAccumulator:
                 norms = norms / self.grad_scale.double()
             sq = torch.zeros(n, dtype=torch.float64, device=self.device)
             sq.index_add_(0, self._index_for(idx), norms.square())
-            self.grad_sum += sq.sqrt()
-            self.nonfinite += (~torch.isfinite(sq)).double()
+            self.grad_sq_sum += sq
+            self.n_grad_nonfinite += (~torch.isfinite(sq)).double()
             for i in idx:
                 self.has_grad[t.layer_of_param[i]] = True
         weights = [p.detach() for p in t.params]
@@ -128,14 +136,14 @@ class ParamAccumulator:
             wsq = torch.zeros(n, dtype=torch.float64, device=self.device).index_add_(
                 0, self.index, w.square()
             )
-            self.weight_last = wsq.sqrt()
+            self.weight_sq = wsq
             if self.before is not None:
                 torch._foreach_sub_(self.before, weights)  # in place: before <- -(delta w)
                 d = torch.stack(torch._foreach_norm(self.before)).double()
                 dsq = torch.zeros(n, dtype=torch.float64, device=self.device).index_add_(
                     0, self.index, d.square()
                 )
-                self.update_sum += dsq.sqrt()
+                self.update_sq_sum += dsq
                 self.has_update = True
         self.before = None
         self.grad_norms = {}

@@ -23,6 +23,7 @@ from torch import nn
 
 from gradvitals.activations import activation_name_for_module
 from gradvitals.stats import SATURATING
+from gradvitals.stats._table import SITE_FIELDS
 from gradvitals.torch._stats import activation_update, unit_dim_for
 
 __all__ = ["SiteAccumulator", "plan_sites"]
@@ -111,29 +112,38 @@ class SiteAccumulator:
         self.n_examples += int(x.shape[0]) if x.ndim >= 2 else 1
         self.n_elements += x.numel()
 
-    def packed(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(positive, [n_zero, n_saturated, n_nonfinite], min)`` for the window, on device.
+    def pack(self, device: torch.device) -> torch.Tensor:
+        """The site's segment of the packed window, in :data:`SITE_FIELDS` order (float64).
 
-        ``positive = unit_max > 0``; non-finite units are those whose maximum is NaN/Inf
-        (plus 1 when an input site's minimum is -Inf).
+        ``ever_positive = unit_max > 0``; non-finite units are those whose maximum is
+        NaN/Inf (plus 1 when an input site's minimum is -Inf). Host counts travel as
+        fills, not host-to-device copies (which would sync).
         """
         assert self.unit_max is not None and self.count is not None
         mx = self.unit_max
-        positive = mx > 0
-        n_nf = (~torch.isfinite(mx)).sum()
-        zero = torch.zeros((), dtype=torch.int64, device=mx.device)
+        f64 = torch.float64
+        zero = torch.zeros((), dtype=f64, device=mx.device)
+        n_nf = (~torch.isfinite(mx)).sum().to(f64)
         if self.min_value is not None:
-            n_nf = n_nf + torch.isneginf(self.min_value).to(torch.int64)
-            mn = self.min_value
+            n_nf = n_nf + torch.isneginf(self.min_value).to(f64)
+            mn = self.min_value.to(f64)
         else:
-            mn = zero.float()
+            mn = zero
         n = float(self.n_elements)
         if self.saturating:  # count = #saturated - #unsaturated
-            n_zero, n_sat = zero.double(), ((n + self.count) / 2).round()
+            n_zero, n_sat = zero, ((n + self.count) / 2).round()
         else:  # count = #non-zero (x >= 0 wherever it is used)
-            n_zero, n_sat = (n - self.count).round(), zero.double()
-        sums = torch.stack([n_zero, n_sat, n_nf.double()])
-        return positive.to(device), sums.to(device), mn.to(device)
+            n_zero, n_sat = (n - self.count).round(), zero
+        values = {
+            "ever_positive": (mx > 0).to(f64),
+            "n_zero": n_zero,
+            "n_saturated": n_sat,
+            "n_nonfinite": n_nf,
+            "min_value": mn,
+            "n_examples": torch.full((), float(self.n_examples), dtype=f64, device=mx.device),
+            "n_elements": torch.full((), n, dtype=f64, device=mx.device),
+        }
+        return torch.cat([values[f.name].reshape(-1) for f in SITE_FIELDS]).to(device)
 
 
 def plan_sites(model: nn.Module) -> tuple[dict[str, str], set[str]]:

@@ -1,0 +1,305 @@
+"""The session: everything that is not measuring, shared by every framework adapter.
+
+A collector (the PyTorch :class:`~gradvitals.torch.Monitor`, the Keras
+``VitalsCallback``) measures: it installs hooks or probes on the steps the
+:class:`~gradvitals.session.Schedule` samples, and hands the session one
+:class:`~gradvitals.stats.WindowRecord` per window. The session decides and reports:
+
+- runs the detector suite on the record (:meth:`submit`) and attaches each finding's
+  remedies from the mode registry, for the adapter's framework;
+- keeps the findings, a bounded history of records, the pre-flight findings and the
+  repair ledger; asks the repair controller to act;
+- logs one console line per finding (rank 0 only) and writes the outputs (sinks);
+- reports (:meth:`report`, :meth:`scalars`, :attr:`healthy`) and saves its state
+  (:meth:`state_dict`), so a resumed run keeps its patience counters;
+- turns an internal error into one warning and a switched-off collector
+  (:meth:`fail`), or raises it under ``GRADVITALS_STRICT=1``.
+
+>>> from gradvitals.stats import WindowRecord, LossStats
+>>> s = Session(every=5, console=False)
+>>> s.submit(WindowRecord(0, 0, 0, loss=LossStats(sum=2.3, count=1)))
+[]
+>>> s.healthy, len(s.history), s.report()
+(True, 1, 'gradvitals: healthy, no failures found in 1 window.')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from gradvitals.detectors import Thresholds
+from gradvitals.errors import UsageError
+from gradvitals.findings import Finding
+from gradvitals.remedies import RepairPolicy, remedies_for
+from gradvitals.report import format_finding, summary_text
+from gradvitals.session._repair import RepairController, RepairHost, as_policy
+from gradvitals.session._schedule import Schedule
+from gradvitals.session._strict import strict
+from gradvitals.session._suite import DetectorSuite
+from gradvitals.stats import WindowRecord, history_scalars
+
+__all__ = ["Session", "as_thresholds"]
+
+log = logging.getLogger("gradvitals")
+
+STATE_VERSION = 1
+
+
+def as_thresholds(value: Thresholds | dict[str, Any] | None) -> Thresholds:
+    """A :class:`~gradvitals.Thresholds` from thresholds, a dict of overrides, or None."""
+    if isinstance(value, Thresholds):
+        return value
+    if value is None:
+        return Thresholds()
+    if isinstance(value, dict):
+        return Thresholds.from_kwargs(**value)
+    raise UsageError(
+        f"thresholds must be a gradvitals.Thresholds or a dict of names, got {type(value).__name__}"
+    )
+
+
+def _history_limit(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"history_limit must be an integer >= 1 or None, got {value!r}")
+    return value
+
+
+class Session:
+    """Decisions, findings, history, outputs and state of one watched run.
+
+    Args:
+        framework: the adapter's framework (``"torch"``, ``"keras"``): remedies come
+            with code for it.
+        thresholds: a :class:`~gradvitals.Thresholds` or a dict of overrides by name.
+        every: steps per window (default 20).
+        samples: measured steps per window (default 2).
+        warmup: short first windows (1, 2, 4... steps), so early failures show early.
+        console: log each finding on the ``gradvitals`` logger (default True).
+        history_limit: window records kept (None: all; default 10,000).
+
+    Attributes:
+        findings: every :class:`~gradvitals.Finding`, oldest first.
+        history: one :class:`~gradvitals.stats.WindowRecord` per closed window
+            (the last ``history_limit``).
+        preflight: the findings of the pre-flight lint.
+        repairs: one dict per repair made.
+        step_count: optimizer steps seen so far (the collector keeps it current).
+        disabled: True once an internal error switched watching off.
+        is_main_process: rank 0 (the only rank that logs and writes outputs).
+    """
+
+    def __init__(
+        self,
+        *,
+        framework: str = "torch",
+        thresholds: Thresholds | dict[str, Any] | None = None,
+        every: int = 20,
+        samples: int = 2,
+        warmup: bool = True,
+        console: bool = True,
+        history_limit: int | None = 10_000,
+    ) -> None:
+        self.framework = framework
+        self.thresholds = as_thresholds(thresholds)
+        self.schedule = Schedule(every=every, samples=samples, warmup=bool(warmup))
+        self.suite = DetectorSuite(self.thresholds)
+        self.console = bool(console)
+        self.history_limit = _history_limit(history_limit)
+        self.findings: list[Finding] = []
+        self.history: list[WindowRecord] = []
+        self.preflight: list[Finding] = []
+        self.repairs: list[dict[str, Any]] = []
+        self.step_count = 0
+        self.disabled = False
+        self.closed = False
+        self.is_main_process = True
+        self.sinks: list[Any] = []
+        self.repair: RepairController | None = None
+        self._on_disable: list[Callable[[], None]] = []
+
+    # -- wiring --------------------------------------------------------------------------
+    def open_log(self, log_dir: str | os.PathLike[str] | None, run_info: dict[str, Any]) -> None:
+        """Write TensorBoard vital signs to ``log_dir`` (rank 0 only; None: no log)."""
+        if log_dir is None or not self.is_main_process:
+            return
+        from gradvitals.report import TensorBoardSink
+
+        self.sinks.append(TensorBoardSink(log_dir, run_info=run_info))
+
+    def enable_repair(
+        self, host: RepairHost, policy: RepairPolicy | dict[str, Any] | None
+    ) -> RepairController:
+        """Repair in flight through ``host`` with ``policy`` (see ``docs/repair.md``)."""
+        self.repair = RepairController(self, host, as_policy(policy))
+        return self.repair
+
+    def on_disable(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` when an internal error switches watching off (remove hooks...)."""
+        self._on_disable.append(fn)
+
+    # -- decisions -----------------------------------------------------------------------
+    def submit(self, record: WindowRecord) -> list[Finding]:
+        """Decide on one closed window: detect, remedy, record, log, repair, write.
+
+        Returns the window's new findings, including any "could not repair" ones.
+        """
+        new = self.suite.update(record)
+        clip = self.suite.clip_norm
+        for f in new:
+            site = f.layer
+            if site and "#" in site:  # call k of a module used k+1 times: the module
+                f.evidence.setdefault("site", site)
+                f.layer = site.split("#")[0]
+            if not f.remedies:
+                f.remedies = self.remedies(f, clip_norm=clip)
+        self.history.append(record)
+        if self.history_limit is not None and len(self.history) > self.history_limit:
+            del self.history[: len(self.history) - self.history_limit]
+        self.findings.extend(new)
+        for f in new:
+            self.emit(format_finding(f))
+        finals: list[Finding] = []
+        if self.repair is not None:
+            if new:
+                finals = self.repair.on_findings(new, record)
+            else:
+                self.repair.on_healthy(record)
+        self.findings.extend(finals)
+        for f in finals:
+            self.emit(format_finding(f))
+        self._write("write_window", record, new + finals)
+        return new + finals
+
+    def remedies(self, f: Finding, *, clip_norm: float | None = None) -> list[Any]:
+        """The registry's remedies for a finding, with code for this framework."""
+        return remedies_for(
+            f.kind,
+            f.cause,
+            framework=self.framework,
+            clip_norm=clip_norm,
+            activation=f.evidence.get("activation"),
+            layer=f.layer,
+        )
+
+    def add_preflight(self, findings: Iterable[Finding]) -> None:
+        """Keep and log the pre-flight lint's findings."""
+        found = list(findings)
+        self.preflight.extend(found)
+        for f in found:
+            self.emit(format_finding(f))
+
+    # -- errors --------------------------------------------------------------------------
+    def fail(self, e: BaseException) -> None:
+        """An internal error: raise it under ``GRADVITALS_STRICT=1``; else warn once and
+        switch watching off (training goes on untouched)."""
+        if strict():
+            raise e
+        if self.disabled:
+            return
+        self.disabled = True
+        for fn in self._on_disable:
+            with contextlib.suppress(Exception):  # best effort: remove hooks
+                fn()
+        warnings.warn(
+            f"gradvitals stopped watching after an internal error ({type(e).__name__}: {e}); "
+            "training continues unaffected. Please report this with the model's structure.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def guard(self, fn: Callable[..., Any]) -> Callable[..., None]:
+        """``fn`` wrapped so that it never raises into training (see :meth:`fail`)."""
+
+        def wrapped(*args: Any, **kwargs: Any) -> None:
+            if self.disabled:
+                return None
+            try:
+                fn(*args, **kwargs)
+            except Exception as e:  # gradvitals must never break training
+                self.fail(e)
+            return None
+
+        return wrapped
+
+    # -- outputs -------------------------------------------------------------------------
+    def emit(self, line: str) -> None:
+        """Log one console line: WARNING when ``console``, else INFO; rank 0 only."""
+        if self.is_main_process:
+            (log.warning if self.console else log.info)(line)
+
+    def write_repair(self, record: dict[str, Any]) -> None:
+        self._write("write_repair", record)
+
+    def _write(self, method: str, *args: Any) -> None:
+        if not self.is_main_process:
+            return
+        for sink in self.sinks:
+            if getattr(sink, "closed", False):
+                continue
+            getattr(sink, method)(*args)
+
+    def close(self) -> None:
+        """Settle the repair ledger, write the final summary and close the outputs."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.repair is not None:
+            self.repair.close()
+        for sink in self.sinks:
+            if getattr(sink, "closed", False):
+                continue
+            try:
+                sink.write_final(self.findings)
+                sink.close()
+            except Exception as e:  # pragma: no cover
+                warnings.warn(
+                    f"gradvitals could not finish its output {sink!r}: {e}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+    # -- reading -------------------------------------------------------------------------
+    @property
+    def healthy(self) -> bool:
+        """True while no failure has been found."""
+        return not self.findings
+
+    def report(self) -> str:
+        """A text summary of the run: healthy or not, each finding and what to do."""
+        return summary_text(self.findings, len(self.history), self.repairs)
+
+    def scalars(self) -> dict[str, list[tuple[int, float]]]:
+        """Statistics history as ``tag -> [(step, value), ...]`` (the TensorBoard tags)."""
+        return history_scalars(self.history)
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Detector state, findings, repairs, the step count and the window position."""
+        return {
+            "version": STATE_VERSION,
+            "step_count": self.step_count,
+            "window_index": self.schedule.index,
+            "detectors": self.suite.state_dict(),
+            "findings": [f.to_dict() for f in self.findings],
+            "repairs": [dict(r) for r in self.repairs],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the next window opens at the saved step."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise UsageError(
+                f"not a gradvitals state_dict (expected version {STATE_VERSION}); pass what "
+                "monitor.state_dict() returned"
+            )
+        self.suite.load_state_dict(state["detectors"])
+        self.findings = [Finding.from_dict(d) for d in state.get("findings", [])]
+        self.repairs = [dict(r) for r in state.get("repairs", [])]
+        self.step_count = int(state["step_count"])
+        self.schedule.restart(self.step_count, int(state.get("window_index", 0)))

@@ -462,3 +462,96 @@ def test_lint_with_a_loss_leaves_no_trace() -> None:
     assert torch._C._len_torch_function_stack() == 0
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks
+
+
+# --- Keras ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keras() -> Any:
+    pytest.importorskip("tensorflow")
+    return pytest.importorskip("keras")
+
+
+def keras_model(keras: Any, units: int, act: str | None, loss: Any, *, first: Any = None) -> Any:
+    layers = [keras.Input((8,)), *([first] if first is not None else [])]
+    layers += [keras.layers.Dense(16, activation="relu"), keras.layers.Dropout(0.1)]
+    layers += [keras.layers.Dense(units, activation=act, name="out")]
+    model = keras.Sequential(layers)
+    if loss is not None:
+        model.compile(loss=loss)
+    return model
+
+
+def test_keras_output_layer_against_the_compiled_loss(keras: Any) -> None:
+    from gradvitals.keras._lint import keras_loss_name, lint_keras
+
+    scce = keras.losses.SparseCategoricalCrossentropy
+    f = one(lint_keras(keras_model(keras, 5, "softmax", scce(from_logits=True))), OUT)
+    assert f.layer == "out" and f.cause is Cause.OUTPUT_ACTIVATION
+    assert f.evidence["max_probability"] == pytest.approx(math.e / (math.e + 4))
+    assert "SparseCategoricalCrossentropy(from_logits=True)" in f.message
+    assert f.remedies[0].code.startswith("keras.layers.Dense(n_classes)")  # Keras code
+    assert lint_keras(keras_model(keras, 5, None, scce(from_logits=True))) == []
+    assert lint_keras(keras_model(keras, 5, "softmax", "sparse_categorical_crossentropy")) == []
+    # the opposite mistake: raw scores into a loss that expects probabilities (the default)
+    f = one(lint_keras(keras_model(keras, 5, None, "sparse_categorical_crossentropy")), OUT)
+    assert "expects probabilities" in f.message and f.remedies[0].key == "match_loss"
+    f = one(
+        lint_keras(
+            keras_model(keras, 1, "sigmoid", keras.losses.BinaryCrossentropy(from_logits=True))
+        ),
+        OUT,
+    )
+    assert f.evidence["probability_range"] == [0.5, 0.7311]
+    f = one(lint_keras(keras_model(keras, 1, "softmax", "binary_crossentropy")), OUT)
+    assert f.evidence["constant"] == 1.0
+    assert lint_keras(keras_model(keras, 1, "sigmoid", "binary_crossentropy")) == []
+    assert keras_loss_name(keras.losses.Huber()) == ("huber_loss", False)
+    assert keras_loss_name(["mse"]) == (None, False)
+    with pytest.raises(UsageError, match=r"takes a keras\.Model, got Sequential"):
+        lint_keras(nn.Sequential())
+
+
+def test_keras_targets_and_data_scale(keras: Any) -> None:
+    from gradvitals.keras._lint import lint_keras
+
+    rng = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 8, generator=rng).numpy()
+    y10 = (torch.rand(32, 1, generator=rng) * 10).numpy()
+    sig = keras_model(keras, 1, "sigmoid", "mse")
+    f = one(lint_keras(sig, x, y10), OUT)
+    assert f.evidence["fraction_outside"] == pytest.approx(float((y10 > 1).mean()))
+    assert lint_keras(sig, x, y10 / 10) == []
+    ids = torch.randint(0, 5, (32,), generator=rng).numpy()
+    f = one(lint_keras(keras_model(keras, 5, None, "mse"), x, ids), MISMATCH)
+    assert f.evidence["units"] == 5 and f.cause is Cause.UNKNOWN
+    assert (
+        lint_keras(
+            keras_model(
+                keras, 5, None, keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            ),
+            x,
+            ids,
+        )
+        == []
+    )
+    assert one(
+        lint_keras(
+            keras_model(keras, 5, None, keras.losses.BinaryCrossentropy(from_logits=True)), x, ids
+        ),
+        MISMATCH,
+    )
+    pixels = (torch.rand(32, 8, generator=rng) * 255).numpy()
+    reg = keras_model(keras, 1, None, "mse")
+    f = one(lint_keras(reg, pixels), UNSCALED)
+    assert "keras.layers.Normalization" in f.remedies[0].code
+    assert (
+        lint_keras(
+            keras_model(keras, 1, None, "mse", first=keras.layers.Rescaling(1 / 255)), pixels
+        )
+        == []
+    )
+    f = one(lint_keras(reg, x, y10 * 1e4), UNSCALED)
+    assert f.evidence["role"] == "target"
+    assert lint_keras(reg, x, y10 / 10) == []

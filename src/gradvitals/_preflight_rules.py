@@ -65,6 +65,7 @@ __all__ = [
     "data_scale",
     "output_for_loss",
     "output_range_vs_targets",
+    "probability_loss_on_scores",
     "regression_on_class_ids",
     "summarize",
     "unit_softmax",
@@ -257,6 +258,33 @@ def output_for_loss(
     return None
 
 
+def probability_loss_on_scores(act: str, loss_label: str, *, layer: str | None) -> Finding | None:
+    """A cross-entropy on probabilities (Keras ``from_logits=False``, the default) fed by an
+    output that is not a probability (linear, ReLU, tanh...).
+
+    Keras clips such outputs to ``[1e-7, 1 - 1e-7]`` (a categorical loss also divides by
+    their sum), so a score below 0 sits on the clip and gets no gradient.
+
+    >>> f = probability_loss_on_scores("linear", "'binary_crossentropy'", layer="dense")
+    >>> f.kind.value, [r.key for r in f.remedies]
+    ('output_activation', ['match_loss', 'remove_output_activation'])
+    >>> probability_loss_on_scores("sigmoid", "'binary_crossentropy'", layer="dense") is None
+    True
+    """
+    if act in ("softmax", "sigmoid", "hardsigmoid"):
+        return None
+    return _finding(
+        FailureMode.OUTPUT_ACTIVATION,
+        layer,
+        f"{loss_label} expects probabilities but the output layer '{layer}' gives {act} "
+        "outputs: they are clipped to [1e-7, 1 - 1e-7] (and a categorical loss renormalises "
+        "them), so scores below 0 get no gradient and the loss is not a cross-entropy of the "
+        "scores; use from_logits=True, or end with a softmax/sigmoid",
+        {"activation": act, "loss": loss_label, "from_logits": False},
+        remedies=("match_loss", "remove_output_activation"),
+    )
+
+
 def unit_softmax(act: str, size: int, *, layer: str | None, where: str = "") -> Finding | None:
     """softmax/log_softmax over a dimension of size 1: a constant 1.0 (0.0) output.
 
@@ -273,7 +301,7 @@ def unit_softmax(act: str, size: int, *, layer: str | None, where: str = "") -> 
         layer,
         f"{act} over a dimension of size 1{where}: the output is exactly {value} for every "
         "input, so it carries no information and passes no gradient (a one-unit output "
-        "wants sigmoid + BCEWithLogitsLoss, or 2 units + softmax)",
+        "wants a sigmoid/binary cross-entropy, or 2 units + softmax)",
         {"activation": act, "size": 1, "constant": float(value)},
         remedies=("match_loss", "remove_output_activation"),
     )
@@ -292,9 +320,10 @@ def class_loss_on_one_unit(
     return _finding(
         FailureMode.LOSS_MISMATCH,
         None,
-        f"{_label(loss, loss_label)} over a one-unit output: log_softmax of a single logit "
-        "is 0, so the loss is exactly 0 for every example and nothing is learned; use "
-        "BCEWithLogitsLoss with one unit, or one unit per class",
+        f"{_label(loss, loss_label)} over a one-unit output: the only class always gets "
+        "probability 1 (log_softmax of one logit is 0), so the loss is exactly 0 for every "
+        "example and nothing is learned; use a binary cross-entropy on one logit "
+        "(BCEWithLogitsLoss, BinaryCrossentropy(from_logits=True)) or one unit per class",
         {"loss": loss, "classes": 1, "constant_loss": 0.0},
     )
 
@@ -484,8 +513,9 @@ def regression_on_class_ids(
         None,
         f"{_label(loss, loss_label)} between a {units}-unit output and one column of class "
         f"ids (integers in [{t.min:.0f}, {t.max:.0f}]): every unit is pushed toward the class "
-        "number itself, which is not classification; use raw logits with "
-        "CrossEntropyLoss and int64 targets",
+        "number itself, which is not classification; use raw logits with a "
+        "cross-entropy over class indices (CrossEntropyLoss, "
+        "SparseCategoricalCrossentropy(from_logits=True))",
         {
             "loss": loss,
             "units": units,
@@ -510,7 +540,8 @@ def binary_targets(loss: str, t: Summary, *, loss_label: str | None = None) -> F
         None,
         f"{_label(loss, loss_label)} needs targets in [0, 1] but they span "
         f"[{t.min:.4g}, {t.max:.4g}]{ids}: the loss is then unbounded below and is "
-        "minimised by pushing logits to +-infinity; for several classes use CrossEntropyLoss",
+        "minimised by pushing logits to +-infinity; for several classes use a categorical "
+        "cross-entropy over class indices",
         {"loss": loss, "target_min": t.min, "target_max": t.max},
     )
 

@@ -1,6 +1,7 @@
 """Pre-flight lint: problems visible in a model before the first training step.
 
-:func:`lint` returns :class:`~gradvitals.Finding` objects (``step=-1``) of four kinds:
+:func:`lint` returns :class:`~gradvitals.Finding` objects (``step=-1``). From the model
+alone (and optionally one batch), four kinds:
 
 - ``linear_collapse``: two affine layers (Linear/Conv) with no nonlinearity between
   them. ``W2 (W1 x + b1) + b2 = (W2 W1) x + (W2 b1 + b2)``: the second layer adds no
@@ -20,6 +21,20 @@
   widths; Lu et al. 2020, Rister & Rubin 2020). Fires above ``born_dead_threshold``.
   With ``example_input``, also: ReLU layers with most units (``dead_fraction_threshold``)
   or all units zero on every example at initialisation.
+
+Given a batch with its ``target`` and ``loss_fn`` (see ``gradvitals.torch._lint_loss``
+for how they are traced), four more:
+
+- ``output_activation``: an output activation the loss applies again (softmax before
+  ``CrossEntropyLoss``, sigmoid before ``BCEWithLogitsLoss``, ReLU before either),
+  anything but log-probabilities into ``NLLLoss``, softmax over one unit, or a bounded
+  output (sigmoid, tanh, ReLU) with targets outside its range.
+- ``loss_mismatch``: MSE/L1 between a multi-unit output and a column of class ids,
+  binary cross-entropy on targets outside [0, 1], cross-entropy over one unit.
+- ``unstable_loss``: ``log`` of a softmax/sigmoid output instead of ``log_softmax``,
+  ``logsigmoid`` or ``BCEWithLogitsLoss``.
+- ``unscaled_data``: inputs with RMS outside ``input_scale_range`` (1e-3, 10) or mixed
+  column scales; regression targets outside ``target_scale_range`` (1e-3, 100).
 
 How lint reads the model:
 

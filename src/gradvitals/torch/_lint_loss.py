@@ -92,6 +92,7 @@ _PASS = frozenset(
         "dropout3d",
         "alpha_dropout",
         "feature_alpha_dropout",
+        "get",  # tensor properties: x.T, x.mT, x.data
     }
 )
 #: ops people put between a probability and its log "for safety": p + eps, p.clamp(eps)

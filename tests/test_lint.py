@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import gradvitals
-from gradvitals import FailureMode, Finding, remedies_for
+from gradvitals import Cause, FailureMode, Finding, remedies_for
 from gradvitals.errors import UsageError
 from gradvitals.torch._lint import born_dead_probability, lint
 
@@ -319,6 +319,35 @@ def test_conv_units_are_channels() -> None:
         model[0].bias[:6] = -100.0
     (f,) = lint(model, torch.randn(16, 3, 6, 6))
     assert f.layer == "1" and (f.evidence["dead_units"], f.evidence["units"]) == (6, 8)
+
+
+# --- causes and foreign modules --------------------------------------------------------------
+
+
+def test_structural_findings_carry_their_cause() -> None:
+    cases = [
+        (
+            nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 2)),
+            FailureMode.LINEAR_COLLAPSE,
+            Cause.UNKNOWN,
+        ),
+        (mlp(32, 7, nn.Sigmoid), FailureMode.DEEP_SATURATING_STACK, Cause.SATURATING_ACTIVATION),
+        (mlp(64, 8), FailureMode.INIT_MISMATCH, Cause.BAD_INIT),
+        (mlp(3, 10, d_in=1, he=True), FailureMode.BORN_DEAD, Cause.BAD_INIT),
+    ]
+    for model, kind, cause in cases:
+        (f,) = [f for f in lint(model) if f.kind is kind]
+        assert f.cause is cause, kind
+
+
+def test_hugging_face_linear_activation_is_no_nonlinearity() -> None:
+    acts = pytest.importorskip("transformers.activations")
+    model = nn.Sequential(nn.Linear(8, 16), acts.LinearActivation(), nn.Linear(16, 2))
+    for x in (None, torch.randn(4, 8)):
+        (f,) = lint(model, x)
+        assert f.kind is FailureMode.LINEAR_COLLAPSE and f.evidence["between"] == ["1"]
+    gelu = nn.Sequential(nn.Linear(8, 16), acts.NewGELUActivation(), nn.Linear(16, 2))
+    assert lint(gelu) == [] and lint(gelu, torch.randn(4, 8)) == []
 
 
 # --- side effects and errors -------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Name -> entry lookup with aliases, and module -> entry mapping (without importing torch).
+"""Name -> entry lookup with aliases, and module -> entry mapping (without importing any
+framework: ``torch.nn``, Hugging Face ``transformers`` and timm classes are matched by
+name and defining module).
 
 Names are matched ignoring case, ``_``, ``-`` and spaces, so ``"LeakyReLU"``,
 ``"leaky-relu"`` and ``"leaky_relu"`` are the same name. Unknown names raise
@@ -66,6 +68,57 @@ _TORCH_CLASSES: dict[str, str] = {
     "Hardswish": "hardswish",
 }
 
+#: Hugging Face ``transformers`` activation classes (``transformers.activations``) ->
+#: catalog name. Exact: GELUActivation (erf), the tanh approximations (GELUTanh, alias
+#: PytorchGELUTanh, NewGELUActivation "gelu_new", FastGELUActivation, AccurateGELU),
+#: SiLU, Mish, LinearActivation (identity). Closest entry, not exact:
+#: ClippedGELUActivation (GELU clipped to [min, max], default [-10, 10]: gelu),
+#: QuickGELUActivation (x * sigmoid(1.702 x), within 0.021 of GELU: gelu),
+#: LaplaceActivation (a Gaussian CDF, bounded in (0, 1) and saturating both ways:
+#: sigmoid), ReLUSquaredActivation (relu(x)^2: dies exactly where ReLU does: relu),
+#: SqrtSoftplusActivation (sqrt(softplus(x)), positive and never flat: softplus).
+#: XIELUActivation has no close entry and is not mapped.
+_TRANSFORMERS_CLASSES: dict[str, str] = {
+    "GELUActivation": "gelu",
+    "ClippedGELUActivation": "gelu",
+    "QuickGELUActivation": "gelu",
+    "GELUTanh": "gelu_tanh",
+    "PytorchGELUTanh": "gelu_tanh",
+    "NewGELUActivation": "gelu_tanh",
+    "FastGELUActivation": "gelu_tanh",
+    "AccurateGELUActivation": "gelu_tanh",
+    "SiLUActivation": "silu",
+    "MishActivation": "mish",
+    "LinearActivation": "identity",
+    "LaplaceActivation": "sigmoid",
+    "ReLUSquaredActivation": "relu",
+    "SqrtSoftplusActivation": "softplus",
+}
+
+#: timm activation classes (``timm.layers.activations``, ``activations_me``,
+#: ``activations_jit`` and the older ``timm.models.layers``) -> catalog name. timm's
+#: ``PReLU`` subclasses ``nn.PReLU`` and needs no entry. Closest entry, not exact:
+#: QuickGELU (gelu, as above), HardMish (``0.5 x clamp(x + 2, 0, 2)``, flat zero below
+#: -2 like hard swish below -3: hardswish).
+_TIMM_CLASSES: dict[str, str] = {
+    **{
+        f"{base}{suffix}": name
+        for base, name in (
+            ("Swish", "silu"),
+            ("Mish", "mish"),
+            ("HardSwish", "hardswish"),
+            ("HardSigmoid", "hardsigmoid"),
+            ("HardMish", "hardswish"),
+        )
+        for suffix in ("", "Me", "Jit")
+    },
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "GELU": "gelu",
+    "GELUTanh": "gelu_tanh",
+    "QuickGELU": "gelu",
+}
+
 
 def names() -> list[str]:
     """Canonical names, in catalog order.
@@ -117,31 +170,50 @@ def get(name: str | Activation) -> Activation:
     )
 
 
-def activation_name_for_module(module: object) -> str | None:
-    """The canonical activation name of a ``torch.nn`` activation module, else None.
+def _library(cls: type) -> str:
+    """The top-level package a class is defined in (``"torch"``, ``"transformers"``...)."""
+    return str(getattr(cls, "__module__", "") or "").split(".", 1)[0]
 
-    Class-name based (the first ``torch.nn`` class in the module's MRO), so it works
-    without importing torch and also for subclasses such as ``class MyReLU(nn.ReLU)``.
-    ``nn.GELU(approximate='tanh')`` maps to ``"gelu_tanh"``. ``nn.Identity`` and
-    non-activation modules map to None.
+
+def activation_name_for_module(module: object) -> str | None:
+    """The canonical activation name of an activation module, else None.
+
+    Class-name based, walking the module's MRO, so it imports no framework and also
+    covers subclasses such as ``class MyReLU(nn.ReLU)``. A class counts only when it is
+    defined where its name says: ``torch.nn`` classes (``nn.GELU(approximate='tanh')``
+    maps to ``"gelu_tanh"``), Hugging Face ``transformers`` classes and timm classes
+    (see ``_TRANSFORMERS_CLASSES`` and ``_TIMM_CLASSES`` for what each maps to and
+    which are the closest catalog entry rather than an exact one). A linear
+    "activation" (``transformers.activations.LinearActivation``) maps to
+    ``"identity"``; ``nn.Identity``, ``nn.Softmax`` and non-activation modules map to
+    None.
 
     >>> class ReLU:  # not a torch.nn class: ignored
     ...     pass
     >>> activation_name_for_module(ReLU()) is None
     True
+    >>> QuickGELU = type("QuickGELU", (), {"__module__": "timm.layers.activations"})
+    >>> activation_name_for_module(QuickGELU())  # x * sigmoid(1.702 x): closest is gelu
+    'gelu'
     """
     for cls in type(module).__mro__:
-        name = _TORCH_CLASSES.get(cls.__name__)
-        if name is None or not cls.__module__.startswith("torch.nn"):
-            continue
-        if name == "gelu" and getattr(module, "approximate", "none") == "tanh":
-            return "gelu_tanh"
-        return name
+        library = _library(cls)
+        if library == "torch":
+            name = _TORCH_CLASSES.get(cls.__name__)
+            if name is None or not cls.__module__.startswith("torch.nn"):
+                continue
+            if name == "gelu" and getattr(module, "approximate", "none") == "tanh":
+                return "gelu_tanh"
+            return name
+        if library == "transformers" and cls.__name__ in _TRANSFORMERS_CLASSES:
+            return _TRANSFORMERS_CLASSES[cls.__name__]
+        if library == "timm" and cls.__name__ in _TIMM_CLASSES:
+            return _TIMM_CLASSES[cls.__name__]
     return None
 
 
 def from_module(module: object) -> Activation | None:
-    """The catalog entry for a ``torch.nn`` activation module (see
+    """The catalog entry for an activation module (see
     :func:`activation_name_for_module`), or None."""
     name = activation_name_for_module(module)
     return None if name is None else _BY_NAME[name]

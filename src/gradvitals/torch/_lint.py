@@ -1,6 +1,7 @@
 """Pre-flight lint: problems visible in a model before the first training step.
 
-:func:`lint` returns :class:`~gradvitals.Finding` objects (``step=-1``) of four kinds:
+:func:`lint` returns :class:`~gradvitals.Finding` objects (``step=-1``). From the model
+alone (and optionally one batch), four kinds:
 
 - ``linear_collapse``: two affine layers (Linear/Conv) with no nonlinearity between
   them. ``W2 (W1 x + b1) + b2 = (W2 W1) x + (W2 b1 + b2)``: the second layer adds no
@@ -20,6 +21,20 @@
   widths; Lu et al. 2020, Rister & Rubin 2020). Fires above ``born_dead_threshold``.
   With ``example_input``, also: ReLU layers with most units (``dead_fraction_threshold``)
   or all units zero on every example at initialisation.
+
+Given a batch with its ``target`` and ``loss_fn`` (see ``gradvitals.torch._lint_loss``
+for how they are traced), four more:
+
+- ``output_activation``: an output activation the loss applies again (softmax before
+  ``CrossEntropyLoss``, sigmoid before ``BCEWithLogitsLoss``, ReLU before either),
+  anything but log-probabilities into ``NLLLoss``, softmax over one unit, or a bounded
+  output (sigmoid, tanh, ReLU) with targets outside its range.
+- ``loss_mismatch``: MSE/L1 between a multi-unit output and a column of class ids,
+  binary cross-entropy on targets outside [0, 1], cross-entropy over one unit.
+- ``unstable_loss``: ``log`` of a softmax/sigmoid output instead of ``log_softmax``,
+  ``logsigmoid`` or ``BCEWithLogitsLoss``.
+- ``unscaled_data``: inputs with RMS outside ``input_scale_range`` (1e-3, 10) or mixed
+  column scales; regression targets outside ``target_scale_range`` (1e-3, 100).
 
 How lint reads the model:
 
@@ -64,12 +79,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradvitals import _preflight_rules as preflight
 from gradvitals.activations import activation_name_for_module
 from gradvitals.errors import UsageError
-from gradvitals.findings import FailureMode, Finding
+from gradvitals.findings import Cause, FailureMode, Finding
 from gradvitals.remedies import remedies_for
 from gradvitals.stats import SATURATING
 from gradvitals.torch._collapse import _DROPOUT
+from gradvitals.torch._lint_loss import (
+    OpRecorder,
+    data_findings,
+    output_loss_findings,
+    output_tensor,
+)
 from gradvitals.torch._stats import unit_dim_for
 
 __all__ = ["born_dead_probability", "lint"]
@@ -149,7 +171,10 @@ def _kind(m: nn.Module) -> _Kind:
         return _Kind.NORM
     if isinstance(m, _NEUTRAL):
         return _Kind.NEUTRAL
-    if activation_name_for_module(m) is not None:
+    act = activation_name_for_module(m)
+    if act == "identity":  # transformers' LinearActivation: y = x
+        return _Kind.NEUTRAL
+    if act is not None:
         return _Kind.ACT
     return _Kind.OTHER
 
@@ -313,17 +338,26 @@ class _Source:
     through_norm: bool
 
 
-def _call(model: nn.Module, example_input: Any) -> None:
+def _call(model: nn.Module, example_input: Any) -> Any:
     if isinstance(example_input, dict):
-        model(**example_input)
-    elif isinstance(example_input, (tuple, list)):
-        model(*example_input)
-    else:
-        model(example_input)
+        return model(**example_input)
+    if isinstance(example_input, (tuple, list)):
+        return model(*example_input)
+    return model(example_input)
 
 
-def _trace(model: nn.Module, leaves: list[_Leaf], example_input: Any) -> _Trace:
+def _trace(
+    model: nn.Module,
+    leaves: list[_Leaf],
+    example_input: Any,
+    *,
+    target: Any = None,
+    loss_fn: Any = None,
+) -> tuple[_Trace, OpRecorder]:
+    """One forward pass (and ``loss_fn(output, target)`` when both are given) under hooks
+    and an :class:`OpRecorder`; model buffers and the RNG are restored afterwards."""
     trace = _Trace()
+    rec = OpRecorder(model)
     sources: dict[int, _Source] = {}  # id(tensor) -> the affine layer that produced it
     keep: list[torch.Tensor] = []  # keep traced tensors alive so their ids stay unique
     calls: dict[str, int] = {}
@@ -369,7 +403,8 @@ def _trace(model: nn.Module, leaves: list[_Leaf], example_input: Any) -> _Trace:
 
     def make_hook(leaf: _Leaf) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            on_call(leaf, inputs, output)
+            with rec.paused():  # lint's own measurements are not the model's ops
+                on_call(leaf, inputs, output)
 
         return hook
 
@@ -377,21 +412,29 @@ def _trace(model: nn.Module, leaves: list[_Leaf], example_input: Any) -> _Trace:
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     try:
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            _call(model, example_input)
-    except Exception as e:
-        raise UsageError(
-            f"lint could not run example_input through the model ({type(e).__name__}: {e}). "
-            "Pass a batch the model accepts: a tensor (model(x)), a tuple (model(*x)) or a "
-            "dict (model(**x)), on the model's device."
-        ) from e
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), rec:
+            rec.register_inputs(example_input)
+            try:
+                out = _call(model, example_input)
+            except Exception as e:
+                raise UsageError(
+                    f"lint could not run example_input through the model ({type(e).__name__}: "
+                    f"{e}). Pass a batch the model accepts: a tensor (model(x)), a tuple "
+                    "(model(*x)) or a dict (model(**x)), on the model's device."
+                ) from e
+            rec.output = output_tensor(out)
+            if loss_fn is not None and target is not None:
+                try:
+                    loss_fn(out, target)
+                except Exception as e:  # lint() decides: a finding may explain it
+                    rec.loss_error = e
     finally:
         for h in handles:
             h.remove()
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)  # batch norm running stats, num_batches_tracked
-    return trace
+    return trace, rec
 
 
 # --- rules ------------------------------------------------------------------------------
@@ -412,6 +455,14 @@ def born_dead_probability(widths: list[int]) -> float:
     return -math.expm1(log_alive)
 
 
+#: the cause of each structural finding (linear collapse has none: it is the design)
+_CAUSES = {
+    FailureMode.DEEP_SATURATING_STACK: Cause.SATURATING_ACTIVATION,
+    FailureMode.INIT_MISMATCH: Cause.BAD_INIT,
+    FailureMode.BORN_DEAD: Cause.BAD_INIT,
+}
+
+
 def _finding(
     kind: FailureMode,
     layer: str | None,
@@ -426,6 +477,7 @@ def _finding(
         message=message,
         evidence=evidence,
         remedies=remedies_for(kind, activation=activation),
+        cause=_CAUSES.get(kind, Cause.UNKNOWN),
     )
 
 
@@ -630,16 +682,36 @@ def _check(value: float, ok: bool, name: str, valid: str) -> None:
         raise UsageError(f"lint(): {name}={value!r} is invalid; it must be {valid}")
 
 
+def _check_range(value: Any, name: str) -> tuple[float, float]:
+    ok = (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) for v in value)
+        and 0.0 < value[0] < value[1]
+    )
+    if not ok:
+        raise UsageError(
+            f"lint(): {name}={value!r} is invalid; it must be a (low, high) pair of RMS "
+            "bounds with 0 < low < high, e.g. (1e-3, 10.0)"
+        )
+    return float(value[0]), float(value[1])
+
+
 def lint(
     model: nn.Module,
     example_input: Any = None,
     *,
+    target: Any = None,
+    loss_fn: Any = None,
     depth_threshold: int = 4,
     born_dead_threshold: float = 0.05,
     dead_fraction_threshold: float = 0.5,
     init_variance_threshold: float = 0.5,
+    input_scale_range: tuple[float, float] = preflight.INPUT_SCALE,
+    target_scale_range: tuple[float, float] = preflight.TARGET_SCALE,
 ) -> list[Finding]:
-    """Check a model for problems that show before training starts.
+    """Check a model (and optionally a batch and its loss) for problems that show before
+    training starts.
 
     Args:
         model: the ``torch.nn.Module`` to check.
@@ -648,6 +720,13 @@ def lint(
             initialisation. A tensor is passed as ``model(x)``, a tuple as
             ``model(*x)``, a dict as ``model(**x)``. Use 16+ examples: with fewer, only
             an entirely dead layer is reported.
+        target: optional targets for ``example_input`` (class ids, labels or regression
+            values), for the output-range, loss-vs-target and target-scale rules.
+        loss_fn: optional loss, called as ``loss_fn(model(example_input), target)``: an
+            ``nn.CrossEntropyLoss()``-style module, ``F.cross_entropy``, or any callable
+            (``lambda out, y: F.cross_entropy(out.logits, y)``). Its torch calls are
+            traced; without ``example_input``/``target`` a loss module or ``torch.nn.
+            functional`` loss is still recognised by type for the structural checks.
         depth_threshold: hidden layers at which a saturating stack, or a ReLU stack
             with default init, is flagged (default 4).
         born_dead_threshold: flag a narrow ReLU stack when ``1 - prod(1 - 2^-N_i)``
@@ -657,13 +736,21 @@ def lint(
         init_variance_threshold: flag ReLU-family stacks whose median
             ``fan_in * mean(w^2)`` is below this (default 0.5; He is 2, PyTorch's
             default 1/3).
+        input_scale_range: ``(low, high)`` bounds on the RMS ``sqrt(mean(x^2))`` of each
+            floating-point input tensor, and of each column of 2-D input (high only);
+            default ``(1e-3, 10)``: raw 0-255 pixels (RMS ~85-130) are flagged, [0, 1]
+            pixels and standardised features are not.
+        target_scale_range: ``(low, high)`` bounds on the RMS of floating-point
+            regression targets, default ``(1e-3, 100)``.
 
     Returns:
-        Findings with ``step=-1``, remedies attached; an empty list for a healthy model.
+        Findings with ``step=-1``, a cause and remedies attached; an empty list for a
+        healthy model.
 
     Raises:
-        UsageError: ``model`` is not an ``nn.Module``, a threshold is out of range, or
-            ``example_input`` cannot be run through the model.
+        UsageError: ``model`` is not an ``nn.Module``, a threshold is out of range,
+            ``loss_fn`` is not callable, or ``example_input`` (or the loss on it) cannot
+            be run.
     """
     if not isinstance(model, nn.Module):
         raise UsageError(
@@ -689,14 +776,23 @@ def lint(
         "init_variance_threshold",
         "> 0 (He init gives 2, PyTorch's default 1/3)",
     )
+    input_scale = _check_range(input_scale_range, "input_scale_range")
+    target_scale = _check_range(target_scale_range, "target_scale_range")
+    if loss_fn is not None and not callable(loss_fn):
+        raise UsageError(
+            f"lint(): loss_fn={loss_fn!r} is not callable; pass a loss module "
+            "(nn.CrossEntropyLoss()), a function (F.cross_entropy) or a callable "
+            "loss_fn(output, target)"
+        )
 
     leaves = _leaves(model)
     modules = dict(model.named_modules())
     pairs = _static_pairs(model, leaves)
     sites = _static_sites(leaves)
     traced = example_input is not None
+    rec: OpRecorder | None = None
     if traced:
-        trace = _trace(model, leaves, example_input)
+        trace, rec = _trace(model, leaves, example_input, target=target, loss_fn=loss_fn)
         pairs += trace.pairs
         sites = trace.sites
     findings = _collapse_findings(pairs, modules)
@@ -704,5 +800,23 @@ def lint(
     findings += _init_finding(sites, depth_threshold, init_variance_threshold)
     findings += _born_dead_findings(
         sites, depth_threshold, traced, born_dead_threshold, dead_fraction_threshold
+    )
+    loss_findings = output_loss_findings(model, rec, target=target, loss_fn=loss_fn)
+    if rec is not None and rec.loss_error is not None and not loss_findings:
+        e = rec.loss_error
+        raise UsageError(
+            f"lint could not compute loss_fn(model(example_input), target) "
+            f"({type(e).__name__}: {e}). loss_fn is called as "
+            "loss_fn(model(example_input), target), like nn.CrossEntropyLoss(); for a model "
+            "that returns a structure, pass e.g. "
+            "loss_fn=lambda out, y: F.cross_entropy(out.logits, y)."
+        ) from e
+    findings += loss_findings
+    findings += data_findings(
+        rec,
+        target=target,
+        loss_fn=loss_fn,
+        input_scale=input_scale,
+        target_scale=target_scale,
     )
     return findings

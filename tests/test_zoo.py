@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -214,7 +215,8 @@ def run_bert(steps: int, lr: float = 3e-3, relu_head: bool = False, **kw: Any) -
     if relu_head:  # a hidden block's Linear + ReLU pasted as the classifier
         model.classifier = nn.Sequential(model.classifier, nn.ReLU())
     ids, labels = _bag()
-    return L.train(model, _adamw(model, lr), L.sampler(ids, labels, batch=32), bert_loss, steps=steps, **kw)  # fmt: skip
+    batches = L.sampler(ids, labels, batch=32)
+    return L.train(model, _adamw(model, lr), batches, bert_loss, steps=steps, **kw)
 
 
 def dead_resnet18() -> nn.Module:
@@ -302,8 +304,6 @@ class Healthy:
 
 
 def _hf_healthy() -> L.Run:
-    import tempfile
-
     with tempfile.TemporaryDirectory() as d:
         return run_hf(STEPS, d)
 
@@ -478,7 +478,8 @@ def gpt2_no_zero_grad() -> L.Run:
     # SGD with momentum and no zero_grad: the step grows with every iteration
     model = M.gpt2(VOCAB)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    return L.train(model, opt, L.sampler(TOKENS, batch=16), lm_loss, steps=FAIL_STEPS, zero_grad=False)  # fmt: skip
+    batches = L.sampler(TOKENS, batch=16)
+    return L.train(model, opt, batches, lm_loss, steps=FAIL_STEPS, zero_grad=False)
 
 
 @functools.cache
@@ -699,8 +700,6 @@ def test_lightning_fully_masked_attention_row_is_found_at_step_0() -> None:
 
 @functools.cache
 def hf_nan_targets() -> L.Run:
-    import tempfile
-
     with tempfile.TemporaryDirectory() as d:
         return run_hf(FAIL_STEPS, d, regression_nan=True)
 

@@ -129,7 +129,12 @@ def train(
 
 
 def cosine_lr(step: int, *, lr: float, min_lr: float, warmup: int, decay_steps: int) -> float:
-    """nanoGPT's schedule: linear warm-up to ``lr``, cosine decay to ``min_lr``, then flat."""
+    """nanoGPT's schedule: linear warm-up to ``lr``, cosine decay to ``min_lr``, then flat.
+
+    >>> [round(cosine_lr(s, lr=1.0, min_lr=0.1, warmup=2, decay_steps=10), 3)
+    ...  for s in (0, 1, 2, 6, 10, 11)]
+    [0.333, 0.667, 1.0, 0.55, 0.1, 0.1]
+    """
     if step < warmup:
         return lr * (step + 1) / (warmup + 1)
     if step > decay_steps:

@@ -106,6 +106,10 @@ def left_padded(
 
     The first ``n_pad`` positions of every row become ``pad_id`` with ``pad_mask`` False
     and target -1 (ignored); the rest is the next-token task on what remains.
+
+    >>> x, y, mask = left_padded(torch.arange(6).view(1, 6), n_pad=2)
+    >>> x.tolist(), y.tolist(), mask.tolist()
+    ([[0, 0, 2, 3, 4]], [[-1, -1, 3, 4, 5]], [[False, False, True, True, True]])
     """
     x = ids[:, :-1].clone()
     y = ids[:, 1:].clone()

@@ -3,7 +3,7 @@
 The PyTorch lint (:func:`gradvitals.lint`) and the Keras lint read the model, the
 batch and the loss their own way, reduce them to names and numbers, and ask these
 functions whether something is wrong. Each returns a :class:`~gradvitals.Finding`
-(``step=-1``, remedies from ``PREFLIGHT_REMEDIES``) or None.
+(``step=-1``, remedies from the mode registry) or None.
 
 Names used here: an output *activation* is a catalog-style op name (``"softmax"``,
 ``"sigmoid"``, ``"relu"``, ``"log_softmax"``, ``"linear"`` for a raw affine output);
@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from gradvitals.findings import Cause, FailureMode, Finding
-from gradvitals.remedies._preflight import PREFLIGHT_REMEDIES, preflight_remedy
+from gradvitals.remedies import remedies_for, render
 
 __all__ = [
     "BINARY_LOSSES",
@@ -139,11 +139,7 @@ def _finding(
     if kind is FailureMode.LOSS_MISMATCH:
         # no Cause names "the wrong loss for these targets": say what decided it
         evidence = {**evidence, "cause_evidence": "the loss function does not fit the targets"}
-    chosen = (
-        [preflight_remedy(k) for k in remedies]
-        if remedies is not None
-        else list(PREFLIGHT_REMEDIES[kind])
-    )
+    chosen = [render(k) for k in remedies] if remedies is not None else remedies_for(kind)
     return Finding(
         kind=kind,
         layer=layer,

@@ -37,6 +37,7 @@ import numpy as np
 from gradvitals import _preflight_rules as rules
 from gradvitals.errors import UsageError
 from gradvitals.findings import Finding
+from gradvitals.remedies import render
 
 __all__ = ["keras_loss_name", "lint_keras"]
 
@@ -77,23 +78,6 @@ _NORMALIZING = frozenset(
     {"Normalization", "Rescaling", "BatchNormalization", "LayerNormalization", "GroupNormalization"}
 )
 _AFFINE = frozenset({"Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense"})
-
-_KERAS_CODE = {
-    "remove_output_activation": (
-        "keras.layers.Dense(n_classes)  # no activation\n"
-        "model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))"
-    ),
-    "match_loss": (
-        "Dense(n_classes) + SparseCategoricalCrossentropy(from_logits=True)  # y: int ids\n"
-        "Dense(1) + BinaryCrossentropy(from_logits=True)                    # y: 0/1\n"
-        "Dense(1) + 'mse'                                                   # y: standardised"
-    ),
-    "normalize_data": (
-        "norm = keras.layers.Normalization(); norm.adapt(x_train)  # first layer: norm\n"
-        "keras.layers.Rescaling(1 / 255)                          # images\n"
-        "y = (y - y_train.mean()) / y_train.std()                 # regression targets"
-    ),
-}
 
 
 def keras_loss_name(loss: Any) -> tuple[str | None, bool]:
@@ -189,7 +173,7 @@ def _arrays(data: Any, name: str) -> list[tuple[str, np.ndarray]]:
 def _keras(f: Finding | None) -> Finding | None:
     if f is None:
         return None
-    remedies = [dataclasses.replace(r, code=_KERAS_CODE.get(r.key, r.code)) for r in f.remedies]
+    remedies = [render(r.key, "keras", **r.params) for r in f.remedies]
     return dataclasses.replace(f, remedies=remedies)
 
 

@@ -191,3 +191,32 @@ _r(
     "nn.Linear(d, 64)  # wider hidden layers",
     "keras.layers.Dense(64, activation='relu')  # wider hidden layers",
 )
+# -- pre-flight: the loss, the output layer and the data ---------------------------------
+_r(
+    "remove_output_activation",
+    "Remove the output activation and let the loss see raw logits",
+    "nn.CrossEntropyLoss applies log_softmax and nn.BCEWithLogitsLoss applies logsigmoid themselves. A softmax/sigmoid before them is applied twice and caps the reachable probability; a ReLU/softplus forbids negative logits and can kill outputs. Apply softmax/sigmoid only when you need probabilities at inference.",
+    "model = nn.Sequential(..., nn.Linear(h, n_classes))  # no nn.Softmax/nn.ReLU after\nloss = nn.CrossEntropyLoss()(model(x), y)\nprobs = model(x).softmax(dim=-1)  # at inference only",
+    "keras.layers.Dense(n_classes)  # no activation\nmodel.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))",
+)
+_r(
+    "match_loss",
+    "Pair the output layer, the loss and the targets",
+    "Each loss assumes an output range and a target form: class indices -> raw logits + CrossEntropyLoss; 0/1 (multi-)labels -> raw logits + BCEWithLogitsLoss; real values -> a linear output + MSELoss/L1Loss on scaled targets. A one-unit output cannot carry a softmax or a cross-entropy over classes.",
+    "nn.Linear(h, n_classes) + nn.CrossEntropyLoss()       # y: int64 class ids, shape (N,)\nnn.Linear(h, 1) + nn.BCEWithLogitsLoss()              # y: float 0/1, shape (N, 1)\nnn.Linear(h, 1) + nn.MSELoss()                        # y: float, standardised",
+    "Dense(n_classes) + SparseCategoricalCrossentropy(from_logits=True)  # y: int ids\nDense(1) + BinaryCrossentropy(from_logits=True)                    # y: 0/1\nDense(1) + 'mse'                                                   # y: standardised",
+)
+_r(
+    "stable_loss",
+    "Use the fused, stable log-probability ops",
+    "In float32, softmax underflows to exactly 0 once two logits differ by 104 (the precision is gone from a gap of 88) and sigmoid rounds to exactly 1.0 above 16.7; log then gives -inf and the gradient NaN or 0. log_softmax and logsigmoid compute the same values from the logits without forming the probability.",
+    "log_p = F.log_softmax(logits, dim=-1)      # not torch.log(F.softmax(logits, dim=-1))\nloss = F.nll_loss(log_p, y)                # or F.cross_entropy(logits, y)\nloss = F.binary_cross_entropy_with_logits(logits, y)  # not log(sigmoid(logits))",
+    "",
+)
+_r(
+    "normalize_data",
+    "Standardise the inputs (and regression targets) to about unit scale",
+    "Default initialisations assume inputs with mean ~0 and variance ~1 (LeCun et al. 1998). At input scale s the first layer's pre-activations are s times too large and its SGD step s^2 times; a target of scale s makes the initial loss ~s^2 and the output layer needs ~s/lr steps just to reach it. Invert the target scaling at prediction time.",
+    "mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-8)\nx = (x - mean) / std                       # images: x = x.float() / 255\ny_mean, y_std = y_train.mean(), y_train.std()\ny = (y - y_mean) / y_std                   # predict: out * y_std + y_mean",
+    "norm = keras.layers.Normalization(); norm.adapt(x_train)  # first layer: norm\nkeras.layers.Rescaling(1 / 255)                          # images\ny = (y - y_train.mean()) / y_train.std()                 # regression targets",
+)

@@ -267,3 +267,35 @@ register_mode(
         remedies=("he_init",),
     )
 )
+register_mode(
+    ModeSpec(
+        _T.OUTPUT_ACTIVATION,
+        urgency=45,
+        summary="the output layer's activation cannot fit the loss or the targets",
+        remedies=("remove_output_activation", "match_loss"),
+    )
+)
+register_mode(
+    ModeSpec(
+        _T.LOSS_MISMATCH,
+        urgency=46,
+        summary="the loss does not fit the targets",
+        remedies=("match_loss",),
+    )
+)
+register_mode(
+    ModeSpec(
+        _T.UNSTABLE_LOSS,
+        urgency=47,
+        summary="the loss is computed in a numerically unsafe way",
+        remedies=("stable_loss",),
+    )
+)
+register_mode(
+    ModeSpec(
+        _T.UNSCALED_DATA,
+        urgency=48,
+        summary="inputs or targets with a scale far from 1",
+        remedies=("normalize_data",),
+    )
+)

@@ -212,6 +212,7 @@ def test_internal_error_warns_and_training_continues(monkeypatch: pytest.MonkeyP
         raise RuntimeError("synthetic failure")
 
     monkeypatch.setattr(_sites, "activation_update", boom)
+    monkeypatch.setenv("GRADVITALS_STRICT", "0")  # the default for users: warn, keep training
     torch.manual_seed(0)
     model = mlp(nn.ReLU, 2, 16)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -219,6 +220,21 @@ def test_internal_error_warns_and_training_continues(monkeypatch: pytest.MonkeyP
         mon = train(model, opt, digits(), steps=20, watch={})
     assert mon.disabled
     assert _hooks_left(model) == 0
+
+
+def test_strict_mode_raises_the_internal_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under GRADVITALS_STRICT=1 (the suite's setting) nothing is swallowed."""
+    from gradvitals.torch import _sites
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("synthetic failure")
+
+    monkeypatch.setattr(_sites, "activation_update", boom)
+    monkeypatch.setenv("GRADVITALS_STRICT", "1")
+    model = mlp(nn.ReLU, 2, 16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(RuntimeError, match="synthetic failure"):
+        train(model, opt, digits(), steps=3, watch={})
 
 
 def test_console_logs_one_line_per_finding(caplog: pytest.LogCaptureFixture) -> None:

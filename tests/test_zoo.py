@@ -350,10 +350,6 @@ def test_a_healthy_run_stays_quiet(name: str) -> None:
     assert_quiet(healthy(name))
 
 
-_GELU_UNSEEN = (
-    "transformers' GELU modules ({}) are not activation sites: gradvitals' activation "
-    "catalog knows torch.nn classes only, so no dead/saturation statistics for them"
-)
 _RNN_UNSEEN = (
     "nn.LSTM / nn.GRU are not activation sites (only nn.RNN is): their hidden-state "
     "sequence and gates are never measured"
@@ -363,16 +359,8 @@ _RNN_UNSEEN = (
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(
-            "gpt2",
-            marks=pytest.mark.xfail(strict=True, reason=_GELU_UNSEEN.format("NewGELUActivation")),
-        ),
-        pytest.param(
-            "bert",
-            marks=pytest.mark.xfail(
-                strict=True, reason=_GELU_UNSEEN.format("GELUActivation; 1 site of 3")
-            ),
-        ),
+        "gpt2",
+        "bert",
         _slow("resnet18"),
         "vit",
         pytest.param("lstm", marks=pytest.mark.xfail(strict=True, reason=_RNN_UNSEEN)),
@@ -380,13 +368,7 @@ _RNN_UNSEEN = (
         "nanogpt",
         "nanogpt-bf16",
         _slow("lightning-gpt"),
-        pytest.param(
-            "hf-trainer-bert",
-            marks=[
-                pytest.mark.slow,
-                pytest.mark.xfail(strict=True, reason=_GELU_UNSEEN.format("GELUActivation")),
-            ],
-        ),
+        _slow("hf-trainer-bert"),
     ],
 )
 def test_a_healthy_run_was_watched_everywhere(name: str) -> None:

@@ -25,7 +25,7 @@ from gradvitals.session import Session as Session
 if TYPE_CHECKING:
     from gradvitals.torch import Monitor
 
-__version__ = "0.1.0"
+from gradvitals._version import __version__ as __version__
 
 __all__ = [
     "Cause",

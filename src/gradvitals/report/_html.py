@@ -273,7 +273,7 @@ def render_html(run: RunData, *, on_figure: Callable[[], None] | None = None) ->
         run: what :func:`~gradvitals.report.read_run` returned.
         on_figure: called after each figure is drawn (for a progress bar).
     """
-    from gradvitals import __version__
+    from gradvitals._version import __version__
     from gradvitals.report import _plots
 
     tick: Callable[[], None] = on_figure or (lambda: None)

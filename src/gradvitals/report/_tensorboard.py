@@ -158,7 +158,7 @@ class TensorBoardSink:
         self._last_step = 0
         self._emit(self._pb.event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
 
-        from gradvitals import __version__
+        from gradvitals._version import __version__
 
         info = {"gradvitals": __version__, "format": T.FORMAT_VERSION, **(run_info or {})}
         layout = self._pb.string_value(

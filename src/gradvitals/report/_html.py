@@ -338,10 +338,15 @@ def _final_table(run: RunData) -> str:
         )
         found = ", ".join(sorted(kinds.get(layer, ())))
         rows.append(f"<tr><td><code>{_e(layer)}</code></td>{cells}<td>{_e(found)}</td></tr>")
+    values = [v for sec, _ in cols for v in finals[sec].values()]
+    legend = ""
+    if any(not math.isfinite(v) for v in values):
+        legend += '; <span class="nan">NaN</span>/<span class="nan">Inf</span>: not finite there'
+    if any(layer not in finals[sec] for sec, _ in cols for layer in layers):
+        legend += "; –: not measured"
     return (
         '<section id="final-stats"><h2>Final statistics per layer</h2>'
-        '<p class="muted">Each layer\'s value in its last logged window; '
-        '<span class="nan">NaN</span>: not finite there, –: not measured.</p>'
+        f'<p class="muted">Each layer\'s value in its last logged window{legend}.</p>'
         f"<table><thead><tr><th>layer</th>{head}<th>findings</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></section>"
     )

@@ -160,14 +160,15 @@ def _edges(steps: np.ndarray) -> np.ndarray:
 def grid(
     run: RunData, section: str, layers: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(values, state, steps)``: layers x windows of ``section``.
+    """``(values, state, steps)``: layers x the run's windows, for ``section``.
 
     ``state`` is 0 where a layer has no value at a step, 1 for a finite value, 2 for
     NaN/Inf; ``values`` is NaN wherever the state is not 1. A repeated step (a
     resumed run) keeps the last value written.
     """
     arrays = [run.array(f"{section}/{layer}") for layer in layers]
-    steps = np.unique(np.concatenate([s for s, _ in arrays])) if arrays else np.zeros(0, int)
+    every = [np.asarray(run.steps(), np.int64), *(s for s, _ in arrays)]
+    steps = np.unique(np.concatenate(every))  # every window: a gap shows as not measured
     values = np.full((len(layers), len(steps)), np.nan)
     state = np.zeros((len(layers), len(steps)), np.int8)
     for i, (s, v) in enumerate(arrays):

@@ -17,10 +17,14 @@ other summary goes through the protobuf parser. Points are kept as numpy arrays.
 
 Reading also corrects what the log alone would misstate:
 
-- Windows whose loss and gradients were all NaN/Inf read 100% dead (NaN is never
-  positive). In the window a ``nonfinite`` finding names, and in the windows after it
-  with no finite loss or gradient norm, the activation statistics of the sites it
-  names (and any site reading exactly 100% dead) are set to NaN.
+- Activations that were NaN read 100% dead (NaN is never positive) and NaN gradient
+  norms are not written. In the window a ``nonfinite`` finding names, and in the
+  windows after it with no finite loss or gradient norm, the statistics of the sites
+  and layers it names are NaN (:func:`_mark_nonfinite`).
+- Windows are counted from what the log holds: a step with a statistic (NaN
+  included) or a window's findings. ``TensorBoardSink`` drops NaN statistics
+  (``WindowRecord.scalars()``), so a window with nothing finite and no finding
+  leaves no trace in the log and cannot be counted.
 - Tags may carry a ``gradvitals/`` prefix (``gradvitals/loss/train``); both spellings
   read the same (:func:`~gradvitals.report._tags.canonical_tag`).
 
@@ -636,55 +640,77 @@ def _finite_steps(run: RunData, tag: str) -> set[int]:
 
 
 def _mark_nonfinite(run: RunData) -> list[int]:
-    """Set to NaN the activation statistics that were taken on NaN activations.
+    """Show as NaN what was measured on NaN/Inf values; returns the steps of those windows.
 
-    A NaN is never positive, so a site fed NaNs reads "100% dead". The windows
-    affected: the one where a ``nonfinite`` finding was raised (its sites are in the
-    finding's ``activation_layers``), and each later window that has neither a finite
-    loss nor a finite global gradient norm, until one has (there, the same sites and
-    any site at exactly 100% dead). Returns the steps of those windows.
+    A NaN is never positive, so a site fed NaNs reads "100% dead"; and a NaN gradient
+    norm is not written at all. The windows affected: the one where a ``nonfinite``
+    finding was raised, and each later window with neither a finite loss nor a
+    finite global gradient norm, until one has. There, the activation statistics of
+    the sites in the finding's ``activation_layers`` (and, in the later windows, of
+    any site at exactly 100% dead) become NaN, and the layers in its
+    ``gradient_layers`` get a NaN gradient norm and update ratio where none was written.
     """
-    started: dict[int, set[str]] = {}
+    started: dict[int, tuple[set[str], set[str]]] = {}
     for f in run.findings:
         if f.kind is FailureMode.NONFINITE:
-            sites = f.evidence.get("activation_layers") or []
-            started.setdefault(f.step, set()).update(str(s) for s in sites)
+            sites, grads = started.setdefault(f.step, (set(), set()))
+            sites.update(str(s) for s in f.evidence.get("activation_layers") or [])
+            grads.update(str(s) for s in f.evidence.get("gradient_layers") or [])
     if not started:
         return []
     logs_health = T.LOSS_TAG in run.arrays or T.TOTAL_GRAD_NORM_TAG in run.arrays
     finite = _finite_steps(run, T.LOSS_TAG) | _finite_steps(run, T.TOTAL_GRAD_NORM_TAG)
     by_site: dict[str, list[int]] = {}
+    by_layer: dict[str, list[int]] = {}
     after: list[int] = []  # later windows with nothing finite
-    episode: set[str] | None = None
+    episode: tuple[set[str], set[str]] | None = None
     for step in run.window_steps:
         if step in started:
-            episode = set(started[step])
+            episode = started[step]
         elif episode is not None and logs_health and step not in finite:
             after.append(step)
         else:
             episode = None
             continue
-        for site in episode:
+        for site in episode[0]:
             by_site.setdefault(site, []).append(step)
-
-    def blank(tag: str, where: np.ndarray) -> None:
-        steps, values = run.arrays[tag]
-        if where.any():
-            values = values.astype(np.float64)  # a float32 column becomes its own copy
-            values[where] = np.nan
-            run.arrays[tag] = (steps, values)
+        for layer in episode[1]:
+            by_layer.setdefault(layer, []).append(step)
 
     for site, steps in by_site.items():
         for section in _ACTIVATION_SECTIONS:
-            tag = f"{section}/{site}"
-            if tag in run.arrays:
-                blank(tag, np.isin(run.arrays[tag][0], steps))
-    if after:
-        for site in run.layers("dead_fraction"):
-            steps, values = run.arrays[f"dead_fraction/{site}"]
-            all_dead_steps = steps[np.isin(steps, after) & (values == 1.0)]
-            for section in _ACTIVATION_SECTIONS:
-                tag = f"{section}/{site}"
-                if tag in run.arrays and len(all_dead_steps):
-                    blank(tag, np.isin(run.arrays[tag][0], all_dead_steps))
+            _blank(run, f"{section}/{site}", steps)
+    for site in run.layers("dead_fraction") if after else []:
+        steps, values = run.arrays[f"dead_fraction/{site}"]
+        all_dead = steps[np.isin(steps, after) & (values == 1.0)]
+        for section in _ACTIVATION_SECTIONS:
+            _blank(run, f"{section}/{site}", all_dead)
+    for layer, steps in by_layer.items():
+        for section in ("grad_norm", "update_ratio"):
+            _fill_nan(run, f"{section}/{layer}", steps)
     return sorted(set(started) | set(after))
+
+
+def _blank(run: RunData, tag: str, at: Any) -> None:
+    """Set the points of ``tag`` at steps ``at`` to NaN."""
+    if tag not in run.arrays or not len(at):
+        return
+    steps, values = run.arrays[tag]
+    where = np.isin(steps, at)
+    if where.any():
+        values = values.astype(np.float64)  # a float32 column becomes its own copy
+        values[where] = np.nan
+        run.arrays[tag] = (steps, values)
+
+
+def _fill_nan(run: RunData, tag: str, at: list[int]) -> None:
+    """Add a NaN point to ``tag`` (a series the log has) at each step of ``at`` it lacks."""
+    if tag not in run.arrays:
+        return
+    steps, values = run.arrays[tag]
+    missing = np.setdiff1d(np.asarray(at, np.int64), steps)
+    if len(missing):
+        steps = np.concatenate([steps, missing])
+        values = np.concatenate([values.astype(np.float64), np.full(len(missing), np.nan)])
+        order = np.argsort(steps, kind="stable")
+        run.arrays[tag] = (steps[order], values[order])

@@ -1,9 +1,9 @@
 """``gradvitals report`` on bad input: exit status 2, one line on stderr, no traceback.
 
 Each case builds the bad log, runs the command and checks the line names the
-problem and the fix. Unreadable files are made with ``chmod 000`` when the tests do
-not run as root (root reads anything), and with a ``PermissionError`` injected at the
-same call otherwise.
+problem and the fix. Unreadable files are made both with ``chmod 000`` (skipped when
+the process reads anything anyway, as root does) and with a ``PermissionError``
+injected at the call that reads them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,21 @@ from gradvitals.report import TensorBoardSink, _records, read_run
 from gradvitals.report import _tags as T
 from gradvitals.report._synthetic import synthetic_run
 
-ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
+
+def chmod_denies(tmp: Path) -> bool:
+    """True when ``chmod 000`` keeps this process out (not so for root, which reads
+    anything unless it runs without CAP_DAC_OVERRIDE)."""
+    probe = tmp / "probe"
+    probe.write_text("x")
+    probe.chmod(0)
+    try:
+        probe.read_text()
+    except PermissionError:
+        return True
+    finally:
+        probe.chmod(0o600)
+        probe.unlink()
+    return False
 
 
 def write_run(d: Path, mode: str = "dying_relu") -> Path:
@@ -92,8 +106,8 @@ def fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 def deny(path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     """Make ``path`` unreadable: chmod 000 (not root), or fail the call that reads it."""
     if how == "chmod":
-        if ROOT:
-            pytest.skip("root reads files whatever their mode; the injected case covers it")
+        if not chmod_denies(path.parent):
+            pytest.skip("this process reads files whatever their mode (root); 'inject' covers it")
         path.chmod(0)
         return
     err = PermissionError(13, "Permission denied", str(path))

@@ -498,13 +498,17 @@ class _Collector:
             for t in kept:
                 if not t.rows:
                     continue
-                seqs, steps = np.asarray(t.seqs), np.asarray(t.steps, np.int64)
+                t_seqs, t_steps = np.asarray(t.seqs), np.asarray(t.steps, np.int64)
                 matrix = np.stack(t.rows).view("<f4")  # one row per event
                 for j, tag in enumerate(t.tags):
-                    chunks.setdefault(tag, []).append((seqs, steps, matrix[:, j]))
-        for tag, (seqs, steps, values) in self._points.items():
+                    chunks.setdefault(tag, []).append((t_seqs, t_steps, matrix[:, j]))
+        for tag, (p_seqs, p_steps, p_values) in self._points.items():
             chunks.setdefault(tag, []).append(
-                (np.asarray(seqs), np.asarray(steps, np.int64), np.asarray(values, np.float64))
+                (
+                    np.asarray(p_seqs),
+                    np.asarray(p_steps, np.int64),
+                    np.asarray(p_values, np.float64),
+                )
             )
         merged: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         for tag in self._order:
@@ -681,13 +685,13 @@ def _mark_nonfinite(run: RunData) -> list[int]:
         for section in _ACTIVATION_SECTIONS:
             _blank(run, f"{section}/{site}", steps)
     for site in run.layers("dead_fraction") if after else []:
-        steps, values = run.arrays[f"dead_fraction/{site}"]
-        all_dead = steps[np.isin(steps, after) & (values == 1.0)]
+        dead_steps, dead = run.arrays[f"dead_fraction/{site}"]
+        all_dead = dead_steps[np.isin(dead_steps, after) & (dead == 1.0)]
         for section in _ACTIVATION_SECTIONS:
             _blank(run, f"{section}/{site}", all_dead)
-    for layer, steps in by_layer.items():
+    for layer, layer_steps in by_layer.items():
         for section in ("grad_norm", "update_ratio"):
-            _fill_nan(run, f"{section}/{layer}", steps)
+            _fill_nan(run, f"{section}/{layer}", layer_steps)
     return sorted(set(started) | set(after))
 
 

@@ -571,3 +571,83 @@ def test_findings_lead_with_their_cause(tmp_path: Path) -> None:
     )
     assert page.count('class="cause"') == 2  # the summary and the timeline; none for unknown
     assert "Cause: unknown" not in page
+
+
+# -- reading fast: C checksums, streaming, the template path --------------------------
+
+
+def test_c_crc32c_matches_tensorboards() -> None:
+    """Whatever CRC-32C is picked computes tensorboard's masked checksum."""
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
+
+    from gradvitals.report._records import crc_implementation, masked_crc32c
+
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 8, 12, 1000, 70_000):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert masked_crc32c(data) == reference(data)
+    assert crc_implementation()  # names what is used
+    for module, fn in (("google_crc32c", "value"), ("crc32c", "crc32c")):
+        lib = pytest.importorskip(module)
+        assert getattr(lib, fn)(b"123456789") == 0xE3069283  # the CRC-32C check value
+
+
+def test_records_straddling_read_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading in small chunks (records cut across them) gives the same run."""
+    from gradvitals.report import _records
+
+    write_run(tmp_path, "dying_relu")
+    whole = read_run(tmp_path)
+    monkeypatch.setattr(_records, "_CHUNK", 37)
+    chunked = read_run(tmp_path)
+    assert dict(chunked.scalars) == dict(whole.scalars)
+    assert [f.to_dict() for f in chunked.findings] == [f.to_dict() for f in whole.findings]
+
+
+def test_template_path_reads_what_protobuf_reads(tmp_path: Path) -> None:
+    """Window summaries read from their bytes equal protobuf's parse of them, including
+    windows whose layout changes (a layer appears) and repeated steps (a resume)."""
+    from tensorboard.compat.proto import event_pb2
+
+    from gradvitals.report import _tags as T
+    from gradvitals.report._records import iter_records
+
+    records, _ = synthetic_run("vanishing_gradient", n_windows=6)
+    records[3].layers["net.9"] = LayerStats(
+        "net.9", grad_norm=3.0, weight_norm=1.0, update_norm=0.1
+    )
+    with TensorBoardSink(tmp_path) as sink:
+        for r in [*records, records[-1]]:  # the last window twice: a resumed run
+            sink.write_window(r, [])
+    expected: dict[str, list[tuple[int, float]]] = {}
+    (event,) = tmp_path.glob("events.out.tfevents.*")
+    for raw in iter_records(event):
+        ev = event_pb2.Event.FromString(raw)
+        for v in ev.summary.value:
+            if v.WhichOneof("value") == "simple_value":
+                expected.setdefault(T.canonical_tag(v.tag), []).append((ev.step, v.simple_value))
+    run = read_run(tmp_path)
+    assert dict(run.scalars) == {t: sorted(p, key=lambda x: x[0]) for t, p in expected.items()}
+    assert run.scalars["grad_norm/net.9"] == [(records[3].step, 3.0)]
+
+
+def test_benchmark_runs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "benchmarks" / "report_read.py"
+    args = ["--size-mb", "1", "--pure-mb", "0.2", "--repeat", "1", "--no-page", "--dir"]
+    import os
+
+    proc = subprocess.run(
+        [sys.executable, str(script), *args, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in proc.stdout.splitlines()}
+    for case in ("framing + CRC", "read_run (verify)", "read_run --no-verify"):
+        assert case in rows
+    assert "CRC-32C: " in proc.stdout and "machine: " in proc.stdout

@@ -71,6 +71,27 @@ def test_progress_bar_items_are_its_descriptions_off_a_terminal() -> None:
     assert lines[1].startswith("demo: vanishing: done, 6/6 in ") and len(lines) == 2
 
 
+def test_progress_heartbeat_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long item still writes a line every ``heartbeat`` seconds, never a frame."""
+    import gradvitals._progress as P
+
+    clock = [0.0]
+    monkeypatch.setattr(P.time, "perf_counter", lambda: clock[0])
+    out = io.StringIO()
+    bar = Progress(100, "lab", file=out, min_seconds=0.0, heartbeat=30.0)
+    for _ in range(100):  # 100 units, 1 s apart: lines at 30, 60, 90 s
+        clock[0] += 1.0
+        bar.update()
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "lab: 30/100 (30.0s)",
+        "lab: 60/100 (60.0s)",
+        "lab: 90/100 (90.0s)",
+        "lab: done, 100/100 in 100.0s",
+    ]
+
+
 def test_progress_on_a_terminal_redraws_one_line() -> None:
     out = Terminal()
     bar = Progress(3, "demo", file=out, min_seconds=0.0)

@@ -4,7 +4,8 @@ On a terminal it is a bar redrawn in place (``\\r``). Anywhere else (a CI log, a
 file, a pipe) it writes plain lines, one per finished item: no ``\\r``, no frames.
 An *item* is an element of :func:`progress`, or the stretch of work under one
 description of a :class:`Progress` (it ends at the next :meth:`~Progress.set_description`
-or at :meth:`~Progress.close`).
+or at :meth:`~Progress.close`). An item that runs long also gets a line every
+``heartbeat`` seconds (30 by default), so a log never looks stuck.
 
 >>> import io
 >>> out = io.StringIO()  # not a terminal: one line per item
@@ -48,6 +49,7 @@ class Progress:
         disable: write nothing.
         tty: draw a bar redrawn in place (True) or write lines (False); default: a
             bar when ``file`` is a terminal.
+        heartbeat: off a terminal, the longest silence within an item, in seconds.
     """
 
     def __init__(
@@ -60,8 +62,10 @@ class Progress:
         width: int = 24,
         disable: bool = False,
         tty: bool | None = None,
+        heartbeat: float = 30.0,
     ) -> None:
         self.total = total
+        self.heartbeat = heartbeat
         self.desc = desc
         self.file = file if file is not None else sys.stderr
         self.min_seconds = min_seconds
@@ -70,7 +74,7 @@ class Progress:
         self.tty = _isatty(self.file) if tty is None else tty
         self.n = 0
         self.t0 = time.perf_counter()
-        self._last = 0.0
+        self._last = self.t0  # the last line or frame written
         self._shown = False
         self._closed = False
 
@@ -87,13 +91,18 @@ class Progress:
     def update(self, n: int = 1) -> None:
         """Add ``n`` units of work done."""
         self.n += n
-        self._render()
+        if self.tty:
+            self._render()
+        elif (
+            not self.disable and time.perf_counter() - self._last >= self.heartbeat and self._due()
+        ):
+            self._line(f"{self.desc}: {self._count()} ({self._elapsed():.1f}s)")
 
     def item_done(self) -> None:
         """Off a terminal, write one line for the item just finished (after ``min_seconds``)."""
         if self.tty or self.disable or not self._due():
             return
-        self._write(f"{self.desc}: {self._count()} ({self._elapsed():.1f}s)\n")
+        self._line(f"{self.desc}: {self._count()} ({self._elapsed():.1f}s)")
 
     def abort(self) -> None:
         """Stop without a final line; a half-drawn bar is wiped, so an error printed
@@ -132,6 +141,10 @@ class Progress:
     def _count(self) -> str:
         return f"{self.n}/{self.total}" if self.total else str(self.n)
 
+    def _line(self, text: str) -> None:
+        self._last = time.perf_counter()
+        self._write(text + "\n")
+
     def _write(self, text: str) -> None:
         self.file.write(text)
         self.file.flush()
@@ -144,7 +157,7 @@ class Progress:
         now = time.perf_counter()
         if now - self.t0 < self.min_seconds and not (final and self._shown):
             return
-        if not final and now - self._last < 0.1:
+        if not final and self._shown and now - self._last < 0.1:
             return
         self._last = now
         elapsed = now - self.t0

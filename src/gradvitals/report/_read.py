@@ -90,7 +90,8 @@ class RunData:
         event_files: the event files read, in order.
         arrays: tag -> ``(steps, values)`` numpy arrays sorted by step (a repeated
             step keeps file order), for every scalar tag, gradvitals' and others'.
-            Values may be NaN or Inf: a statistic that was not finite.
+            Values may be NaN or Inf: a statistic that was not finite. Tags may share
+            one steps array: replace arrays, never write into them.
         findings: findings in step order, with their remedies.
         repairs: repair records (dicts) in step order.
         run_info: the ``gradvitals/run_info`` object (empty if absent).
@@ -517,13 +518,15 @@ class _Collector:
         for tag, parts in merged.items():
             if not parts:
                 continue
+            if len(parts) == 1 and not np.any(np.diff(parts[0][1]) < 0):
+                # the common case: one layout all run long; tags share its steps array
+                out[tag] = (parts[0][1], np.ascontiguousarray(parts[0][2]))
+                continue
             seqs = np.concatenate([p[0] for p in parts])
             steps = np.concatenate([p[1] for p in parts])
             values = np.concatenate([p[2] for p in parts])
-            if len(parts) > 1 or np.any(np.diff(steps) < 0):
-                order = np.lexsort((seqs, steps))
-                steps, values = steps[order], values[order]
-            out[tag] = (steps, values)
+            order = np.lexsort((seqs, steps))
+            out[tag] = (steps[order], values[order])
         return out
 
 

@@ -210,6 +210,8 @@ def iter_records(
                         f"event file {p} is empty (0 bytes): its writer never wrote to it; "
                         "delete it and retry"
                     )
+                if base + pos == 0 and on_truncated is not None:
+                    on_truncated(f"event file {p} is empty (being created?): read no records")
                 break
             if not allow_truncated:
                 raise _truncated(p, base + pos, n)

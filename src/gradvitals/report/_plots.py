@@ -157,7 +157,7 @@ def _edges(steps: np.ndarray) -> np.ndarray:
     return np.concatenate([[s[0] - (mid[0] - s[0])], mid, [s[-1] + (s[-1] - mid[-1])]])
 
 
-def grid(
+def _grid(
     run: RunData, section: str, layers: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(values, state, steps)``: layers x the run's windows, for ``section``.
@@ -212,7 +212,7 @@ def heatmap(run: RunData, section: str, findings: Sequence[Finding] = ()) -> str
     if not layers:
         return None
     title, cbar_label, log, cmap_name = HEATMAPS[section]
-    values, state, steps = grid(run, section, layers)
+    values, state, steps = _grid(run, section, layers)
     if not state.any():
         return None
     if log:  # a norm of exactly 0 is finite: drawn below the colour scale

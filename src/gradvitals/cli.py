@@ -4,7 +4,8 @@ Subcommands are wired here; each one's options and work live with the code they 
 (``gradvitals.<area>._cli``: ``configure(parser)`` and ``run(args) -> int``), so the
 command starts without importing torch, TensorFlow or matplotlib.
 
-Bad input (a corrupt log, an unknown name) prints one line and exits with status 2.
+Bad input (a corrupt log, an unknown name) and OS errors (a permission, a full disk)
+print one line, no traceback, and exit with status 2.
 """
 
 from __future__ import annotations
@@ -63,11 +64,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(mod.run(args) or 0)
     except GradvitalsError as e:
-        print(f"gradvitals {args.command}: error: {e}", file=sys.stderr)
+        print(f"gradvitals {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the disk, not the code: a full disk, a permission, a lost mount
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"gradvitals {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # pragma: no cover
         print("gradvitals: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line: a message quoting user data may hold newlines."""
+    return " ".join(text.split()) if "\n" in text or "\r" in text else text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,9 +1,14 @@
 """The one-page HTML report of a gradvitals run (``gradvitals report LOGDIR``).
 
 One self-contained file: figures are embedded PNGs, styles are inline, nothing is
-fetched. Sections: a summary (healthy or not, what to do first, counts), heat maps
-of each vital sign (layers x steps), gradient norms and loss, a timeline of findings
-and repairs with their remedies and code, and the final statistics per layer.
+fetched. Sections: a summary (what the log covers, healthy or not, what to do
+first, counts), heat maps of each vital sign (layers x steps), gradient norms and
+loss, a timeline of findings (cause first) and repairs with their remedies and code,
+and the final statistics per layer.
+
+NaN is never shown as a number: a NaN/Inf statistic is "NaN" in the tables and pink
+in the figures; a value that was not measured is "–" and grey. The window count is
+:meth:`~gradvitals.report.RunData.steps`, the windows the log holds.
 
 Every piece of text from the log (layer names, messages, code) is escaped with
 :func:`html.escape`, so a module named ``<script>`` shows as text.
@@ -12,15 +17,18 @@ Every piece of text from the log (layer names, messages, code) is escaped with
 from __future__ import annotations
 
 import html
+import math
 import os
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from gradvitals.errors import GradvitalsError
-from gradvitals.findings import Finding
-from gradvitals.report._read import RunData, read_run
+from gradvitals.findings import Cause, Finding
+from gradvitals.report._read import RunData, find_event_files, read_run
 from gradvitals.report._summary import fmt_value, most_important, repair_outcome, sentence
 
 __all__ = ["render_html", "write_report"]
@@ -53,6 +61,10 @@ figcaption{color:#555;font-size:0.9em}
 ul.counts{display:flex;flex-wrap:wrap;gap:8px 22px;padding:0;list-style:none;margin:12px 0 0}
 ol.remedies{margin:4px 0 0 0;padding-left:20px}
 .muted{color:#666}
+.nan{color:#c2185b;font-weight:600}
+.coverage{margin:14px 0 0;padding:8px 12px;background:#f4f4f6;border-radius:6px}
+.note{margin:10px 0 0;padding:8px 12px;background:#fff7e0;border:1px solid #f0c36d;border-radius:6px}
+.cause{font-weight:600}
 footer{margin-top:40px;color:#888;font-size:0.85em}
 """
 
@@ -86,14 +98,63 @@ def _where(f: Finding) -> str:
     return f" in <code>{_e(f.layer)}</code>" if f.layer else ""
 
 
+def _cause(f: Finding) -> str:
+    """``"Cause: learning rate. "`` (HTML), or ``""`` when the cause is unknown."""
+    if f.cause is Cause.UNKNOWN:
+        return ""
+    return f'<span class="cause">Cause: {_e(f.cause.value.replace("_", " "))}.</span> '
+
+
+def _number(x: Any) -> str:
+    """A statistic for a table cell: NaN/Inf as ``NaN``/``Inf`` (marked), missing as ``–``."""
+    if x is None:
+        return '<span class="muted" title="not measured">–</span>'
+    if isinstance(x, float) and not math.isfinite(x):
+        word = "NaN" if math.isnan(x) else ("Inf" if x > 0 else "-Inf")
+        return f'<span class="nan">{word}</span>'
+    return _e(fmt_value(x))
+
+
+def _nonfinite_windows(run: RunData) -> list[int]:
+    """Windows with a NaN/Inf statistic in the log, or marked NaN by the reader."""
+    steps = set(run.nonfinite_steps)
+    for tag in run.arrays:
+        s, v = run.arrays[tag]
+        bad = ~np.isfinite(v)
+        if bad.any():
+            steps.update(s[bad].tolist())
+    window = set(run.steps())
+    return sorted(steps & window)
+
+
+def _coverage(run: RunData) -> str:
+    """``activation sites: n of m; not measured: layer (reason), ...``, if the log says."""
+    c = run.coverage
+    if not c:
+        return ""
+    text = f"activation sites: <strong>{c['sites_measured']} of {c['sites_total']}</strong>"
+    missing = c["not_measured"]
+    if missing:
+        items = ", ".join(
+            f"<code>{_e(layer)}</code>" + (f" ({_e(why)})" if why else "")
+            for layer, why in missing.items()
+        )
+        text += f"; not measured: {items}"
+    return f'<p class="coverage">{text}</p>'
+
+
 def _summary(run: RunData) -> str:
     steps = run.steps()
     layers = {la for sec, *_ in _FINAL_COLUMNS for la in run.layers(sec)}
+    nonfinite = _nonfinite_windows(run)
     counts = [
         f"<li>{_count(len(steps), 'window')}</li>",
         f"<li>steps <strong>{steps[0]}–{steps[-1]}</strong></li>" if steps else "",
         f"<li>{_count(len(layers), 'layer')}</li>",
         f"<li>{_count(len(run.findings), 'finding')}</li>",
+        f'<li><span class="nan">NaN/Inf</span> in {_count(len(nonfinite), "window")}</li>'
+        if nonfinite
+        else "",
     ]
     if run.repairs:
         ok = sum(1 for r in run.repairs if r.get("healthy_after") is True)
@@ -107,6 +168,12 @@ def _summary(run: RunData) -> str:
             "<p>The log marks a gradvitals run but holds no window: training stopped (or is "
             "still running) before the first sync. No failures found so far.</p>"
         )
+    elif first is None and nonfinite:
+        head = (
+            '<div class="status failing"><h2>No findings, but NaN/Inf statistics</h2>'
+            f"<p>No detector fired, yet {_plural(len(nonfinite), 'window')} (first at step "
+            f"{nonfinite[0]}) logged a NaN or Inf statistic: see the pink cells below.</p>"
+        )
     elif first is None:
         span = f" (steps {steps[0]}–{steps[-1]})" if steps else ""
         head = (
@@ -119,7 +186,7 @@ def _summary(run: RunData) -> str:
         head = (
             f'<div class="status failing"><h2>Not healthy: {_plural(n, "failure")} found</h2>'
             f"<p>Most urgent: <strong>{_e(first.kind.value)}</strong>{_where(first)} at step "
-            f"{first.step}: {_e(sentence(first.message))}</p>"
+            f"{first.step}: {_cause(first)}{_e(sentence(first.message))}</p>"
         )
         if first.remedies:
             r = first.remedies[0]
@@ -130,6 +197,8 @@ def _summary(run: RunData) -> str:
                 + "</div>"
             )
     head += f'<ul class="counts">{"".join(c for c in counts if c)}</ul></div>'
+    notes = "".join(f'<p class="note">{_e(sentence(n))}</p>' for n in run.notes)
+    head = _coverage(run) + notes + head
     if run.run_info:
         rows = "".join(
             f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in run.run_info.items()
@@ -156,7 +225,7 @@ def _heatmaps(run: RunData, figs: dict[str, str | None]) -> str:
                 figs.get(section),
                 f"{title} heat map",
                 f"{title}: {_CAPTIONS[section]}. One row per layer (first layer on top), one "
-                "column per window; markers: findings; grey: not measured.",
+                "column per window; markers: findings; grey: not measured; pink: NaN/Inf.",
             )
         )
     body = "".join(parts) or '<p class="muted">No per-layer statistics in this log.</p>'
@@ -189,9 +258,19 @@ def _evidence(f: Finding) -> str:
     if not f.evidence:
         return ""
     items = ", ".join(
-        f"{_e(k)}={_e(fmt_value(v) if isinstance(v, float) else v)}" for k, v in f.evidence.items()
+        f"{_e(k)}={_number(v) if isinstance(v, float) else _e(v)}" for k, v in f.evidence.items()
     )
     return f'<div class="muted">evidence: {items}</div>'
+
+
+def _consequences(f: Finding) -> str:
+    if not f.consequences:
+        return ""
+    items = "; ".join(
+        f"{_e(c.kind.value)}{_where(c)} at step {c.step}: {_e(sentence(c.message))}"
+        for c in f.consequences
+    )
+    return f'<div class="muted">led to: {items}</div>'
 
 
 def _timeline(run: RunData) -> str:
@@ -205,7 +284,8 @@ def _timeline(run: RunData) -> str:
                 f'<tr class="finding"><td class="num">{f.step}</td>'
                 f'<td><span class="kind">{_e(f.kind.value)}</span>{_e(final)}</td>'
                 f"<td>{'<code>' + _e(f.layer) + '</code>' if f.layer else '<span class=muted>model</span>'}</td>"
-                f"<td>{_e(sentence(f.message))}{_evidence(f)}{_remedies(f)}</td></tr>",
+                f"<td>{_cause(f)}{_e(sentence(f.message))}{_evidence(f)}{_consequences(f)}"
+                f"{_remedies(f)}</td></tr>",
             )
         )
     for r in run.repairs:
@@ -254,13 +334,19 @@ def _final_table(run: RunData) -> str:
     rows = []
     for layer in layers:
         cells = "".join(
-            f'<td class="num">{_e(fmt_value(finals[sec].get(layer)))}</td>' for sec, _ in cols
+            f'<td class="num">{_number(finals[sec].get(layer))}</td>' for sec, _ in cols
         )
         found = ", ".join(sorted(kinds.get(layer, ())))
         rows.append(f"<tr><td><code>{_e(layer)}</code></td>{cells}<td>{_e(found)}</td></tr>")
+    values = [v for sec, _ in cols for v in finals[sec].values()]
+    legend = ""
+    if any(not math.isfinite(v) for v in values):
+        legend += '; <span class="nan">NaN</span>/<span class="nan">Inf</span>: not finite there'
+    if any(layer not in finals[sec] for sec, _ in cols for layer in layers):
+        legend += "; –: not measured"
     return (
         '<section id="final-stats"><h2>Final statistics per layer</h2>'
-        '<p class="muted">Each layer\'s value in its last logged window.</p>'
+        f'<p class="muted">Each layer\'s value in its last logged window{legend}.</p>'
         f"<table><thead><tr><th>layer</th>{head}<th>findings</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></section>"
     )
@@ -313,29 +399,56 @@ def write_report(
     out_path: str | os.PathLike[str] | None = None,
     *,
     progress: bool = False,
+    verify: bool = True,
+    allow_truncated: bool = False,
+    on_note: Callable[[str], None] | None = None,
 ) -> Path:
     """Read a gradvitals log and write its HTML report.
 
     Args:
         log_dir: the ``log_dir`` given to ``gradvitals.watch`` (or one event file).
         out_path: where to write; default ``<log_dir>/report.html``.
-        progress: draw a progress bar on stderr if it takes more than 2 seconds.
+        progress: show progress on stderr if it takes more than 2 seconds (a bar on a
+            terminal, one line per stage elsewhere).
+        verify: check the event files' checksums (default True).
+        allow_truncated: read a log still being written up to its last complete
+            record (the page and ``on_note`` say where it was cut).
+        on_note: called with each one-line note about the reading.
 
     Returns:
         The path written.
 
     Raises:
-        GradvitalsError: the log is missing, empty, corrupt or not from gradvitals,
-            or the output cannot be written.
+        GradvitalsError: the log is missing, unreadable, empty, corrupt or not from
+            gradvitals, or the output cannot be written.
     """
     from gradvitals._progress import Progress
 
-    # stages: 1 per MiB checked, 6 figures, 1 write
+    # units: 1 per MiB read (rounded up), 6 figures, 1 write
     total_bytes = _event_bytes(log_dir)
-    bar = Progress(max(1, total_bytes >> 20) + 7, "gradvitals report", disable=not progress)
+    mib = -(-total_bytes // (1 << 20))
+    bar = Progress(
+        mib + 7, f"gradvitals report: reading {total_bytes / 1e6:.0f} MB", disable=not progress
+    )
+    read = [0]  # bytes read so far
+
+    def on_progress(n: int) -> None:
+        before = -(-read[0] // (1 << 20))
+        read[0] += n
+        bar.update(min(mib, -(-read[0] // (1 << 20))) - min(mib, before))
+
     try:
-        run = read_run(log_dir, on_progress=lambda n: bar.update(n >> 20))
+        run = read_run(
+            log_dir,
+            verify=verify,
+            allow_truncated=allow_truncated,
+            on_progress=on_progress,
+            on_note=on_note,
+        )
+        bar.update(mib - bar.n)  # a file that grew or shrank while it was read
+        bar.set_description("gradvitals report: drawing figures")
         html_text = render_html(run, on_figure=bar.update)
+        bar.set_description("gradvitals report: writing")
         out = Path(out_path) if out_path is not None else _default_out(Path(log_dir))
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -344,10 +457,7 @@ def write_report(
             raise GradvitalsError(f"cannot write the report to {out}: {e.strerror or e}") from e
         bar.update()
     except BaseException:
-        if not bar.disable:  # wipe a half-drawn bar so the error is the only line left
-            bar.disable = True
-            if time.perf_counter() - bar.t0 >= bar.min_seconds:
-                bar.file.write("\r\x1b[K")
+        bar.abort()  # so the error is the only line left
         raise
     finally:
         bar.close()
@@ -359,9 +469,9 @@ def _default_out(log_dir: Path) -> Path:
 
 
 def _event_bytes(log_dir: str | os.PathLike[str]) -> int:
-    p = Path(log_dir)
-    files: Iterable[Path] = [p] if p.is_file() else (p.glob("*tfevents*") if p.is_dir() else [])
+    """Bytes of the event files to read; 0 if they cannot be listed (read_run says why)."""
     try:
-        return sum(f.stat().st_size for f in files if f.is_file())
-    except OSError:
+        _, files = find_event_files(log_dir)
+        return sum(f.stat().st_size for f in files)
+    except (GradvitalsError, OSError):
         return 0

@@ -10,6 +10,10 @@ repairs twice: as markdown for people and as JSON for :func:`~gradvitals.report.
 ('grad_norm', 'encoder/layer.0')
 >>> split_tag("loss")
 ('loss', '')
+>>> canonical_tag("gradvitals/loss/train"), canonical_tag("loss/train")  # either spelling
+('loss/train', 'loss/train')
+>>> canonical_tag("gradvitals/run_info")  # already namespaced: kept
+'gradvitals/run_info'
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ __all__ = [
     "REPAIRS_TAG",
     "RUN_INFO_TAG",
     "SUMMARY_TAG",
+    "TAG_PREFIX",
     "TOTAL_GRAD_NORM_TAG",
+    "canonical_tag",
     "split_tag",
 ]
 
@@ -54,9 +60,26 @@ FINAL_JSON_TAG = "gradvitals/final_findings_json"
 #: JSON object ``{"gradvitals": version, "format": FORMAT_VERSION, ...}``; marks our logs.
 RUN_INFO_TAG = "gradvitals/run_info"
 FORMAT_VERSION = 1
+#: A namespace a writer may put in front of every tag (``gradvitals/loss/train``).
+TAG_PREFIX = "gradvitals/"
+_TEXT_TAGS = frozenset({FINDINGS_TAG, REPAIRS_TAG, SUMMARY_TAG})
 
 
 def split_tag(tag: str) -> tuple[str, str]:
     """``"<section>/<rest>"`` -> ``(section, rest)``; the rest may contain ``/``."""
     section, _, rest = tag.partition("/")
     return section, rest
+
+
+def canonical_tag(tag: str) -> str:
+    """``tag`` without a leading :data:`TAG_PREFIX` when what follows is a statistic
+    (``gradvitals/grad_norm/fc1`` -> ``grad_norm/fc1``) or a markdown text tag; the
+    JSON tags (``gradvitals/run_info``...) keep theirs, so readers accept both spellings."""
+    while tag.startswith(TAG_PREFIX):
+        rest = tag[len(TAG_PREFIX) :]
+        if split_tag(rest)[0] in GRADVITALS_SECTIONS or rest in _TEXT_TAGS:
+            return rest
+        if not rest.startswith(TAG_PREFIX):
+            return tag
+        tag = rest
+    return tag

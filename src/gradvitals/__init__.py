@@ -10,6 +10,7 @@ first use; ``gradvitals.keras`` and friends load theirs when imported.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gradvitals.detectors import Thresholds as Thresholds
@@ -60,6 +61,10 @@ def watch(
     repair: bool = False,
     policy: RepairPolicy | dict[str, Any] | None = None,
     distributed: bool | None = None,
+    sinks: Sequence[Any] = (),
+    on_finding: Callable[[Finding], Any] | None = None,
+    on_window: Callable[[Any, list[Finding]], Any] | None = None,
+    stop_on: Iterable[Any] | str | None = None,
 ) -> Monitor:
     """Attach a training monitor to a PyTorch model; see :func:`gradvitals.torch.watch`.
 
@@ -83,6 +88,10 @@ def watch(
         repair=repair,
         policy=policy,
         distributed=distributed,
+        sinks=sinks,
+        on_finding=on_finding,
+        on_window=on_window,
+        stop_on=stop_on,
     )
 
 

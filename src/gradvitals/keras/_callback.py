@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import keras
@@ -76,6 +77,11 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
         console: log each finding on the ``gradvitals`` logger (default True).
         warmup: short first windows, so early failures are seen early (default True).
         history_limit: window records kept in :attr:`history` (None: all).
+        sinks: more outputs (see ``gradvitals.report``), rank 0 only.
+        on_finding: called with each new :class:`~gradvitals.Finding`.
+        on_window: called with each closed window's record and its new findings.
+        stop_on: failure modes (or ``"any"``) that stop ``fit`` (``model.stop_training``)
+            at the window that finds one.
 
     Attributes:
         findings: every :class:`~gradvitals.Finding`, oldest first.
@@ -118,6 +124,10 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
         console: bool = True,
         warmup: bool = True,
         history_limit: int | None = 10_000,
+        sinks: Sequence[Any] = (),
+        on_finding: Callable[[Finding], Any] | None = None,
+        on_window: Callable[[WindowRecord, list[Finding]], Any] | None = None,
+        stop_on: Iterable[Any] | str | None = None,
     ) -> None:
         super().__init__()
         self.session = Session(
@@ -128,6 +138,10 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
             warmup=warmup,
             console=console,
             history_limit=history_limit,
+            sinks=sinks,
+            on_finding=on_finding,
+            on_window=on_window,
+            stop_on=stop_on,
         )
         self.probe_size = _positive_int("probe_size", probe_size, "examples per probe batch")
         self._batches: list[ProbeBatch] = probe_batches(probe, self.probe_size)
@@ -417,6 +431,8 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
                 base=self._loss_base,
             )
             new = self.session.submit(record)
+            if self.session.should_stop and self.model is not None:
+                self.model.stop_training = True  # Keras' own way, as TerminateOnNaN
         sched.advance(end)
         self._samples_taken = 0
         buf.clear()

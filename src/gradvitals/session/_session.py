@@ -63,6 +63,48 @@ def as_thresholds(value: Thresholds | dict[str, Any] | None) -> Thresholds:
     )
 
 
+def _check_sink(sink: Any) -> Any:
+    missing = [
+        m for m in ("write_window", "write_repair", "write_final", "close") if not hasattr(sink, m)
+    ]
+    if missing:
+        raise UsageError(
+            f"{type(sink).__name__} is not a gradvitals sink: it lacks {', '.join(missing)}. "
+            "A sink has write_window(record, findings), write_repair(record), "
+            "write_final(findings) and close(); see gradvitals.report for the built-in ones"
+        )
+    return sink
+
+
+def _check_callable(name: str, fn: Any) -> Any:
+    if fn is not None and not callable(fn):
+        raise UsageError(f"{name} must be a function or None, got {type(fn).__name__}")
+    return fn
+
+
+def _stop_kinds(value: Iterable[Any] | str | None) -> frozenset[str]:
+    """``stop_on`` as mode values: None (never), ``"any"`` (every training mode), or modes."""
+    from gradvitals.remedies import modes
+
+    training = {str(m.kind.value) for m in modes() if not m.preflight}
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        if value == "any":
+            return frozenset(training)
+        value = [value]
+    out = set()
+    for v in value:
+        key = str(getattr(v, "value", v))
+        if key not in training:
+            raise UsageError(
+                f"stop_on: {key!r} is not a training failure mode; choose from "
+                f"{', '.join(sorted(training))} (or 'any')"
+            )
+        out.add(key)
+    return frozenset(out)
+
+
 def _history_limit(value: Any) -> int | None:
     if value is None:
         return None
@@ -83,6 +125,12 @@ class Session:
         warmup: short first windows (1, 2, 4... steps), so early failures show early.
         console: log each finding on the ``gradvitals`` logger (default True).
         history_limit: window records kept (None: all; default 10,000).
+        sinks: outputs, each with ``write_window``, ``write_repair``, ``write_final``
+            and ``close`` (the TensorBoard one is added by ``log_dir``).
+        on_finding: called with each new :class:`~gradvitals.Finding`.
+        on_window: called with each window record and its new findings.
+        stop_on: failure modes (or ``"any"``) after which :attr:`should_stop` turns
+            True; the adapters map it to their framework's way of stopping.
 
     Attributes:
         findings: every :class:`~gradvitals.Finding`, oldest first.
@@ -105,6 +153,10 @@ class Session:
         warmup: bool = True,
         console: bool = True,
         history_limit: int | None = 10_000,
+        sinks: Iterable[Any] = (),
+        on_finding: Callable[[Finding], Any] | None = None,
+        on_window: Callable[[WindowRecord, list[Finding]], Any] | None = None,
+        stop_on: Iterable[Any] | str | None = None,
     ) -> None:
         self.framework = framework
         self.thresholds = as_thresholds(thresholds)
@@ -120,7 +172,11 @@ class Session:
         self.disabled = False
         self.closed = False
         self.is_main_process = True
-        self.sinks: list[Any] = []
+        self.sinks: list[Any] = [_check_sink(s) for s in sinks]
+        self.on_finding = _check_callable("on_finding", on_finding)
+        self.on_window = _check_callable("on_window", on_window)
+        self.stop_on = _stop_kinds(stop_on)
+        self.stop_reason: Finding | None = None
         self.repair: RepairController | None = None
         self._on_disable: list[Callable[[], None]] = []
 
@@ -174,8 +230,44 @@ class Session:
         self.findings.extend(finals)
         for f in finals:
             self.emit(format_finding(f))
-        self._write("write_window", record, new + finals)
-        return new + finals
+        found = new + finals
+        for f in found:
+            if self.stop_reason is None and self._stops(f):
+                self.stop_reason = f
+        self._write("write_window", record, found)
+        self._notify(record, found)
+        return found
+
+    def _stops(self, f: Finding) -> bool:
+        if str(f.kind.value) not in self.stop_on:
+            return False
+        # a mode that repair is still handling does not stop the run until repair gives up
+        return f.final or self.repair is None or not self.repair.policy.actions_for(f.kind)
+
+    @property
+    def should_stop(self) -> bool:
+        """True once a finding of a ``stop_on`` mode was made (repair, if on, gave up).
+
+        Every rank decides on the same combined statistics, so the decision is the
+        same on every rank."""
+        return self.stop_reason is not None
+
+    def _notify(self, record: WindowRecord, found: list[Finding]) -> None:
+        """Push callbacks: user code must never break training, nor this monitor."""
+        for fn, args in [(self.on_finding, (f,)) for f in found] + [
+            (self.on_window, (record, found))
+        ]:
+            if fn is None:
+                continue
+            try:
+                fn(*args)
+            except Exception as e:  # the user's callback failed: say so, keep watching
+                log.warning(
+                    "gradvitals: your %s callback raised %s: %s",
+                    "on_finding" if len(args) == 1 else "on_window",
+                    type(e).__name__,
+                    e,
+                )
 
     def remedies(self, f: Finding, *, clip_norm: float | None = None) -> list[Any]:
         """The registry's remedies for a finding, with code for this framework."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +105,10 @@ class Monitor:
         repair: bool = False,
         policy: RepairPolicy | dict[str, Any] | None = None,
         distributed: bool | None = None,
+        sinks: Sequence[Any] = (),
+        on_finding: Callable[[Finding], Any] | None = None,
+        on_window: Callable[[WindowRecord, list[Finding]], Any] | None = None,
+        stop_on: Iterable[Any] | str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise UsageError(
@@ -119,6 +123,10 @@ class Monitor:
             warmup=warmup,
             console=console,
             history_limit=history_limit,
+            sinks=sinks,
+            on_finding=on_finding,
+            on_window=on_window,
+            stop_on=stop_on,
         )
         self.model, self.compiled = _unwrap(model)
         self.optimizer = optimizer
@@ -237,6 +245,11 @@ class Monitor:
     @property
     def healthy(self) -> bool:
         return self.session.healthy
+
+    @property
+    def should_stop(self) -> bool:
+        """True once a finding of a ``stop_on`` mode was made: end your loop then."""
+        return self.session.should_stop
 
     def report(self) -> str:
         """A text summary of the run: healthy or not, each finding and what to do."""
@@ -665,6 +678,10 @@ def watch(
     repair: bool = False,
     policy: RepairPolicy | dict[str, Any] | None = None,
     distributed: bool | None = None,
+    sinks: Sequence[Any] = (),
+    on_finding: Callable[[Finding], Any] | None = None,
+    on_window: Callable[[WindowRecord, list[Finding]], Any] | None = None,
+    stop_on: Iterable[Any] | str | None = None,
 ) -> Monitor:
     """Attach gradvitals to a PyTorch model (and optimizer) in one line.
 
@@ -691,6 +708,13 @@ def watch(
         distributed: None (default): under ``torch.distributed`` with several ranks,
             combine each window across ranks and log from rank 0 only; False: each
             rank on its own; True: require it (see ``docs/scale-out.md``).
+        sinks: more outputs (``gradvitals.report`` has TensorBoard, W&B, MLflow and
+            logging sinks); each gets every window, finding and repair (rank 0 only).
+        on_finding: called with each new :class:`~gradvitals.Finding`.
+        on_window: called with each closed window's record and its new findings.
+        stop_on: failure modes (or ``"any"``) that end the run: ``monitor.should_stop``
+            turns True at the window that finds one (with repair on: once repair gives
+            up on it).
 
     Returns:
         The :class:`Monitor`. Use it as a context manager or call ``close()``.
@@ -724,4 +748,8 @@ def watch(
         repair=repair,
         policy=policy,
         distributed=distributed,
+        sinks=sinks,
+        on_finding=on_finding,
+        on_window=on_window,
+        stop_on=stop_on,
     )

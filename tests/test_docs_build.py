@@ -22,6 +22,7 @@ DOCS = ROOT / "docs"
 #: The public surface that must have an API page: module -> page under docs/api/.
 API_PAGES = {
     "gradvitals": "gradvitals",
+    "gradvitals.session": "session",
     "gradvitals.torch": "torch",
     "gradvitals.keras": "keras",
     "gradvitals.lightning": "lightning",
@@ -36,6 +37,7 @@ API_PAGES = {
 #: Objects whose headings must appear on their module's page (spot checks).
 ANCHORS = {
     "gradvitals": ["gradvitals.watch", "gradvitals.Finding", "gradvitals.Thresholds"],
+    "session": ["gradvitals.session.Session"],
     "torch": ["gradvitals.torch.watch", "gradvitals.torch.Monitor"],
     "keras": ["gradvitals.keras.VitalsCallback"],
     "lightning": ["gradvitals.lightning.VitalsCallback"],

@@ -129,8 +129,8 @@ register(
         title="Standardized data holds NaN: a feature's standard deviation is 0",
         report=(
             "In a thread on NaN losses in Keras regression, one user traced theirs to NaN "
-            "values in the standardized data, produced by a feature with zero standard "
-            "deviation; adding 1e-6 to the standard deviation fixed it."
+            "values in the standardized data. A feature with zero standard deviation made "
+            "(x - mean) / std a 0/0; adding 1e-6 to the standard deviation fixed it."
         ),
         symptom=FailureMode.NONFINITE,
         cause=Cause.NONFINITE_INPUT,

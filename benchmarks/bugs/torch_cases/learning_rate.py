@@ -15,6 +15,13 @@ cross-entropy became NaN after about 1200 iterations, suspected to be exploding
 gradients; the reporter's conclusion for long sequences: clip the gradients to a max norm
 of 1.0. Our program: an LSTM summing a 30-step sequence, SGD at learning rate 1.0; the
 fix clips the gradient norm at 1.0.
+
+``torch_relu_swap_large_init`` (https://github.com/MichalDanielDobrzanski/DeepLearningPython/issues/13):
+replacing the sigmoid of the book's network (N(0, 1) weights and biases, learning rate
+3.0, quadratic cost) by a ReLU left the accuracy stuck at 9.5% from the first epoch. The
+answer: use a learning rate of 0.01 and initialise weights and biases to a much smaller
+value (x0.1); the network then reaches 96.8%. Our program: the same 64-30-10 network on
+digits, ReLU after both layers as in the modified code.
 """
 
 from __future__ import annotations
@@ -92,6 +99,32 @@ def run_lstm_clip(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
         losses.append(loss.item())
     tap.close()
     return outcome(losses, model, x_test, y_test, "r2", steps=steps)
+
+
+def run_relu_swap_large_init(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
+    steps = steps or 2000
+    seed_all(seed)
+    x, y, x_test, y_test = as_tensors(*_data.digits(seed))
+    model = mlp([64, 30, 10], out_act=nn.ReLU)  # ReLU everywhere, as in the modified code
+    scale = 1.0 if variant == "buggy" else 0.1  # the fix: 10x smaller initial values
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, scale)
+            nn.init.normal_(m.bias, 0.0, scale)
+    lr = 3.0 if variant == "buggy" else 0.01  # ... and a learning rate of 0.01
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    tap = watch(model, optimizer) if watch else NULL_TAP
+    losses = []
+    for idx in _data.batch_indices(len(x), 10, steps=steps, seed=seed):
+        target = F.one_hot(y[idx], 10).float()
+        loss = 0.5 * ((model(x[idx]) - target) ** 2).sum(1).mean()  # quadratic cost
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        tap.observe(loss)
+        losses.append(loss.item())
+    tap.close()
+    return outcome(losses, model, x_test, y_test, "accuracy", steps=steps)
 
 
 def run_lr_dying_relu(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
@@ -174,5 +207,31 @@ register(
         steps=500,
         metric="r2",
         note="a 32-unit LSTM regressing the sum of a 30-step sequence, SGD at lr 1.0",
+    )
+)
+
+register(
+    BugCase(
+        id="torch_relu_swap_large_init",
+        url="https://github.com/MichalDanielDobrzanski/DeepLearningPython/issues/13",
+        framework="torch",
+        title="Sigmoid replaced by ReLU: accuracy stuck at 9.5%",
+        report=(
+            "After replacing the sigmoid by a ReLU in the book's network (N(0, 1) weights and "
+            "biases, learning rate 3.0), the accuracy stayed at 9.5% every epoch. The answer: "
+            "use a learning rate of 0.01 and initialise weights and biases 10x smaller; the "
+            "network then reaches 96.8%."
+        ),
+        symptom=FailureMode.DYING_RELU,
+        cause=Cause.LEARNING_RATE,
+        first_remedy="lower_lr",
+        repairable=False,
+        run=run_relu_swap_large_init,
+        steps=2000,
+        note=(
+            "digits instead of MNIST; the answer changes both the learning rate (named "
+            "first, hence the cause) and the initial scale, so lowering the lr alone may "
+            "not be enough"
+        ),
     )
 )

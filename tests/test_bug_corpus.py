@@ -187,3 +187,23 @@ def test_unknown_id_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         run.main(["--ids", "torch_nan_input"])
     assert e.value.code == 2
     assert "Did you mean: torch_nan_inputs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bugs._case",
+        "bugs._data",
+        "bugs._registry",
+        "bugs.torch_cases._common",
+        "bugs.keras_cases._common",
+    ],
+)
+def test_corpus_doctests(name: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(
+        importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    )
+    assert result.attempted > 0 and result.failed == 0

@@ -9,10 +9,10 @@ runs). :func:`get` is strict: an unknown id raises with the closest valid ids.
 True
 >>> get("torch_nan_inputs").framework
 'torch'
->>> get("torch_nan_input")
+>>> get("torch_nan_input")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-KeyError: "no bug case 'torch_nan_input'. Did you mean: torch_nan_inputs? ...
+KeyError: "no bug case 'torch_nan_input'. Did you mean: torch_nan_inputs, ..."
 """
 
 from __future__ import annotations

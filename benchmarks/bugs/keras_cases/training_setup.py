@@ -126,7 +126,7 @@ register(
         report=(
             "With Keras' floatx set to float16 the loss went down for about ten minibatches, "
             "then up to inf and NaN, while float32 trained. The reporter solved it by "
-            "setting Keras' epsilon to 1e-4, since 1e-7 is 0 in float16."
+            "setting Keras' epsilon to 1e-4; the default 1e-7 rounds to 0 in float16."
         ),
         symptom=FailureMode.NONFINITE,
         cause=Cause.LOW_PRECISION_OVERFLOW,

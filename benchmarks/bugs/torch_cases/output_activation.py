@@ -8,8 +8,8 @@ not computed correctly with it. Our program: the same kind of MLP on digits, SGD
 
 ``torch_softmax_before_ce`` (https://github.com/MicrosoftDocs/ml-basics/issues/48): the
 course's PyTorch model put a softmax on its last layer and trained with
-``CrossEntropyLoss``, which expects logits (it applies log-softmax itself); the
-maintainers fixed the notebook by removing the softmax. Our program: a digits MLP ending
+``CrossEntropyLoss``, which expects logits (it applies log-softmax itself); the maintainer
+fixed the notebook. Our program: a digits MLP ending
 in ``nn.Softmax(dim=1)``, SGD.
 """
 
@@ -91,8 +91,8 @@ register(
         report=(
             "The course's PyTorch classifier ended with a softmax and was trained with "
             "CrossEntropyLoss, which expects logits and applies log-softmax itself, so the "
-            "probabilities went through a second softmax. The maintainers removed the "
-            "softmax from the model."
+            "probabilities went through a second softmax. The maintainer fixed the notebook "
+            "so that the model outputs logits."
         ),
         symptom=FailureMode.STALLED,
         cause=Cause.OUTPUT_ACTIVATION,

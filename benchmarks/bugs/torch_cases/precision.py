@@ -2,10 +2,11 @@
 
 ``torch_fp16_adam_eps`` (https://github.com/pytorch/pytorch/issues/8860): a network
 converted to half precision (``model.half()``) trained with Adam gave a NaN loss after a
-few iterations. The thread (and https://github.com/afiaka87/glide-finetune/issues/5)
-found the cause in Adam itself: its default ``eps=1e-8`` rounds to 0 in float16, and the
-second-moment estimate of small gradients underflows to 0 too, so the update divides by
-0. Setting ``eps=1e-4`` fixed it. Our program: a digits MLP in float16 with Adam.
+few iterations; the reporter solved it by setting Adam's ``eps=1e-4`` (and clamping the
+convolution outputs). https://github.com/afiaka87/glide-finetune/issues/5 explains the
+mechanism: the default ``eps=1e-8`` rounds to 0 in float16 and the second-moment estimate
+of small gradients underflows to 0 too, so the update divides by 0. Our program: a digits
+MLP in float16 with Adam; the fix sets ``eps=1e-4``.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ register(
         title="NaN loss when training in half precision with Adam",
         report=(
             "After model.half(), training with Adam gave a NaN loss within a few iterations. "
-            "Adam's default eps of 1e-8 is 0 in float16, so small second-moment estimates "
-            "make the update divide by zero; setting eps=1e-4 fixed it."
+            "The reporter fixed it by setting Adam's eps to 1e-4 (and clamping conv outputs): "
+            "the default 1e-8 is 0 in float16, so tiny second moments divide by zero."
         ),
         symptom=FailureMode.NONFINITE,
         cause=Cause.LOW_PRECISION_OVERFLOW,

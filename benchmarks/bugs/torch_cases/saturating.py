@@ -4,8 +4,9 @@
 course's activation-function tutorial (Tutorial 3), the MLP with sigmoid activations
 (hidden sizes 512, 256, 256, 128, SGD with momentum) hardly trains while ReLU-family
 networks reach good accuracy. The author confirmed that many sigmoid runs keep failing
-even when trained longer, because the gradients of the early layers are too small to
-move them; ReLU-type activations (or better initialization, normalization, Adam) train.
+even when trained longer (the early layers only learn when their gradients happen not to
+cancel out), while better initialization, normalization or Adam make the MLP train; the
+tutorial's ReLU-family networks train as they are.
 Our program: the same MLP on digits; the fix swaps sigmoid for ReLU with He init.
 """
 
@@ -59,8 +60,8 @@ register(
         report=(
             "In the activation-functions tutorial the sigmoid MLP reached a very poor test "
             "accuracy. The author confirmed that many sigmoid runs keep failing even with "
-            "longer training, because the early layers' gradients are too small; ReLU-family "
-            "activations (or better init, normalization, Adam) train well."
+            "longer training, as the early layers barely learn. The tutorial's ReLU-family "
+            "networks train well, as do sigmoid ones with better init, normalization or Adam."
         ),
         symptom=FailureMode.VANISHING_GRADIENT,
         cause=Cause.SATURATING_ACTIVATION,

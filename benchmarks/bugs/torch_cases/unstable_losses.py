@@ -17,9 +17,10 @@ breast-cancer measurements whose confident predictions round to exactly 1.0.
 
 ``torch_masked_mean_empty`` (https://github.com/MhLiao/DB/issues/14): the masked L1 loss
 ``(|pred - gt| * mask).sum() / mask.sum()`` becomes NaN when a batch's mask is all zero;
-the maintainer fixed it (the loss now returns 0 when ``mask.sum() == 0``). Our program: a
+the maintainer agreed and fixed it. Our program: a
 digits classifier with an auxiliary regression head whose target (the image's ink) is
-known for only 10% of the images, so some batches carry no auxiliary target.
+known for only 10% of the images, so some batches carry no auxiliary target; our fix skips
+the term when the mask is empty (the issue does not show the maintainer's exact change).
 """
 
 from __future__ import annotations
@@ -184,8 +185,8 @@ register(
         title="Masked L1 loss divides by mask.sum(), which can be 0",
         report=(
             "The L1 loss is summed over a mask and divided by mask.sum(); when a batch's "
-            "mask is all zero this is 0/0 and the loss is NaN. The maintainer fixed it so "
-            "that the loss is 0 when the mask is empty."
+            "mask is all zero this is 0/0 and the loss is NaN. The maintainer agreed and "
+            "fixed the empty-mask case."
         ),
         symptom=FailureMode.NONFINITE,
         cause=Cause.UNSTABLE_LOSS,

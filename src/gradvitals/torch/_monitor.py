@@ -62,6 +62,11 @@ class _Frozen:
     skipped: int = 0
 
 
+def _has_storage(x: torch.Tensor) -> bool:
+    """False for tensors without storage: torch.func wrappers, meta and fake tensors."""
+    return not torch._C._functorch.is_functorch_wrapped_tensor(x) and x.device.type != "meta"
+
+
 def _unwrap(model: Any) -> tuple[nn.Module, bool]:
     compiled = False
     while True:  # DDP(compile(m)) and compile(DDP(m)) alike: hooks go on m, names lose "module."
@@ -395,9 +400,12 @@ class Monitor:
                 return
             self._calls = {}
             self._produced = set()
-            ptrs = {a.data_ptr() for a in args if isinstance(a, torch.Tensor)}
-            ptrs |= {v.data_ptr() for v in kwargs.values() if isinstance(v, torch.Tensor)}
-            self._input_ptrs = ptrs
+            tensors = [*args, *kwargs.values()]
+            self._input_ptrs = {
+                a.data_ptr()
+                for a in tensors
+                if isinstance(a, torch.Tensor) and a.layout is torch.strided and _has_storage(a)
+            }
             if self.optimizer is None and self._params.before is None:
                 self._params.snapshot_weights()
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import digits, kinds, mlp, standardize, tabular, train
-from gradvitals import FailureMode
+from gradvitals import Cause, FailureMode
 
 # -- models ------------------------------------------------------------------------------
 
@@ -248,7 +248,10 @@ def test_nonfinite_injected_in_middle_layer() -> None:
         steps=60,
     )
     f = first(mon, FailureMode.NONFINITE)
-    assert f.layer == "4"
+    # the provenance replay names the module that made the NaN (NaNAt, "3"), past the
+    # first site that saw it ("4")
+    assert f.layer == "3" and f.evidence["symptom_layer"] == "4"
+    assert f.cause is Cause.UNSTABLE_OP and "mul in 3 (NaNAt)" in f.evidence["cause_evidence"]
     assert f.evidence["first_step"] == 37 and f.step == 37
     assert [x.kind for x in mon.findings] == [FailureMode.NONFINITE]
     # the default schedule still finds the exact first step, from the per-step loss

@@ -469,7 +469,6 @@ def test_gpt2_forgotten_zero_grad_explodes() -> None:
     assert hits and hits[0].layer in trainable_layers(run.monitor.model)
 
 
-@pytest.mark.xfail(strict=True, reason=_CAUSES_UNBUILT)
 def test_gpt2_forgotten_zero_grad_is_named() -> None:
     assert Cause.MISSING_ZERO_GRAD.value in causes(gpt2_no_zero_grad())
 
@@ -494,7 +493,6 @@ def test_gpt2_lr_1000x_explodes() -> None:
 # BERT -------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=_OUTPUT_ACTIVATION_UNBUILT)
 def test_bert_relu_on_the_logits_is_an_output_activation() -> None:
     run = run_bert(FAIL_STEPS, relu_head=True, watch=dict(L.WATCH, lint=True))
     every = run.monitor.preflight + run.monitor.findings
@@ -524,7 +522,6 @@ def test_resnet_nan_input_batch_is_found_at_the_stem() -> None:
     assert hits[0].evidence["first_step"] == NAN_STEP
 
 
-@pytest.mark.xfail(strict=True, reason=_CAUSES_UNBUILT)
 def test_resnet_nan_input_batch_is_named() -> None:
     (hit,) = found(resnet_nan_batch(), FailureMode.NONFINITE)
     assert hit.cause is Cause.NONFINITE_INPUT
@@ -541,18 +538,19 @@ def test_resnet_dead_init_is_found_before_and_during_training() -> None:
     assert [(f.kind, f.layer) for f in born] == [(FailureMode.BORN_DEAD, "layer2.0.relu")]
 
 
-@pytest.mark.xfail(strict=True, reason=_CAUSES_UNBUILT)
 def test_resnet_dead_init_is_named() -> None:
     (hit,) = found(resnet_dead_init(), FailureMode.DYING_RELU)
     assert hit.cause is Cause.BAD_INIT
 
 
-@pytest.mark.xfail(strict=True, reason=_OUTPUT_ACTIVATION_UNBUILT)
 def test_resnet_relu_on_the_logits_is_found_before_training() -> None:
     model = M.resnet18()
     model.fc = nn.Sequential(model.fc, nn.ReLU())
-    example = M.digit_images(IMAGE)[0][:32]
-    hits = [f for f in lint(model, example) if f.kind is FailureMode.OUTPUT_ACTIVATION]
+    images, labels = M.digit_images(IMAGE)
+    example, target = images[:32], labels[:32]
+    loss = nn.CrossEntropyLoss()  # the loss tells a classifier's logits from a regression
+    found_ = lint(model, example, loss_fn=loss, target=target)
+    hits = [f for f in found_ if f.kind is FailureMode.OUTPUT_ACTIVATION]
     assert [f.layer for f in hits] in (["fc"], ["fc.1"])
 
 
@@ -571,7 +569,6 @@ def test_vit_nan_input_batch_is_found_in_the_first_block() -> None:
     assert hits[0].evidence["first_step"] == NAN_STEP
 
 
-@pytest.mark.xfail(strict=True, reason=_CAUSES_UNBUILT)
 def test_vit_nan_input_batch_is_named() -> None:
     (hit,) = found(vit_nan_batch(), FailureMode.NONFINITE)
     assert hit.cause is Cause.NONFINITE_INPUT
@@ -619,12 +616,10 @@ def test_gru_lr_100x_explodes() -> None:
     assert hits and hits[0].layer in {"embed", "rnn", "head"}
 
 
-@pytest.mark.xfail(strict=True, reason=_CAUSES_UNBUILT)
 def test_gru_lr_100x_is_named() -> None:
     assert Cause.LEARNING_RATE.value in causes(gru_lr_100x())
 
 
-@pytest.mark.xfail(strict=True, reason=_ZERO_GRAD_UNBUILT)
 def test_gru_forgotten_zero_grad_is_found() -> None:
     run = run_rnn("gru", FAIL_STEPS, zero_grad=False)
     assert Cause.MISSING_ZERO_GRAD.value in causes(run)
@@ -645,17 +640,14 @@ def test_nanogpt_fully_masked_attention_row_is_found_at_step_0() -> None:
     assert hits[0].layer is not None and hits[0].layer.startswith("transformer.h.0.attn")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="no NaN provenance yet: the finding names c_proj's input, not the softmax"
-)
 def test_nanogpt_fully_masked_attention_row_is_blamed_on_the_softmax() -> None:
     (hit,) = found(nanogpt_masked_row(), FailureMode.NONFINITE)
     assert hit.cause is Cause.UNSTABLE_OP
     assert hit.layer == "transformer.h.0.attn"
-    assert "softmax" in hit.message
+    assert hit.evidence["cause_evidence"].startswith("softmax in transformer.h.0.attn")
+    assert hit.remedies[0].key == "guard_op"
 
 
-@pytest.mark.xfail(strict=True, reason=_ZERO_GRAD_UNBUILT)
 def test_nanogpt_forgotten_zero_grad_is_found() -> None:
     # accumulation without zero_grad: each step's gradient holds every earlier micro-batch
     run = run_nanogpt(FAIL_STEPS, zero_grad=False)

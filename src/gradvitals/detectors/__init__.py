@@ -7,6 +7,9 @@ from gradvitals.detectors._exploding import ExplodingGradientDetector as Explodi
 from gradvitals.detectors._exploding import suggest_clip_norm as suggest_clip_norm
 from gradvitals.detectors._nonfinite import NonfiniteDetector as NonfiniteDetector
 from gradvitals.detectors._nonfinite import has_nonfinite as has_nonfinite
+from gradvitals.detectors._output_activation import (
+    OutputActivationDetector as OutputActivationDetector,
+)
 from gradvitals.detectors._saturation import SaturationDetector as SaturationDetector
 from gradvitals.detectors._thresholds import Thresholds as Thresholds
 from gradvitals.detectors._vanishing import VanishingGradientDetector as VanishingGradientDetector

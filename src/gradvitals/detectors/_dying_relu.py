@@ -43,6 +43,8 @@ class DyingReluDetector:
         self.trigger = EdgeTrigger(patience=1, recover=self.t.recover_windows)
         # per site: the recent dead masks (most recent last), at most dead_patience
         self.masks: dict[str, list[np.ndarray]] = {}
+        # per site: the dead fraction of its first judged window (at initialisation)
+        self.first: dict[str, float] = {}
 
     def dead_now(self, record: WindowRecord) -> dict[str, float]:
         """Sites whose persistent dead fraction is at or above threshold, after update."""
@@ -62,6 +64,7 @@ class DyingReluDetector:
         for name, s in record.sites.items():
             if not s.relu_like or s.units == 0 or s.n_examples < self.t.min_examples:
                 continue
+            self.first.setdefault(name, float(s.dead_fraction))
             hist = self.masks.setdefault(name, [])
             if hist and hist[-1].shape != s.dead_mask.shape:
                 hist.clear()  # the layer changed shape (e.g. after a repair)
@@ -99,6 +102,8 @@ class DyingReluDetector:
                             "zero_fraction": s.zero_fraction,
                             "threshold": self.t.dead_fraction,
                             "site_role": s.role,
+                            # dead in the first window already: before training could kill them
+                            "dead_at_start": self.first.get(name, 0.0) >= self.t.dead_fraction,
                             "dead_unit_indices": np.flatnonzero(s.dead_mask).tolist()[:4096],
                         },
                     )
@@ -113,6 +118,7 @@ class DyingReluDetector:
         return {
             "trigger": self.trigger.state_dict(),
             "masks": {k: [m.tolist() for m in v] for k, v in self.masks.items()},
+            "first": dict(self.first),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -120,3 +126,4 @@ class DyingReluDetector:
         self.masks = {
             k: [np.asarray(m, bool) for m in v] for k, v in state.get("masks", {}).items()
         }
+        self.first = dict(state.get("first", {}))

@@ -16,7 +16,10 @@ healthy windows, except the update-ratio rule):
   window's loss (the run is diverging, not spiking on a tiny loss);
 - the mean loss is at least ``explode_factor`` x the first window's (BatchNorm can keep
   gradient norms level while the loss blows up);
-- some layer's step is at least ``explode_update_ratio`` (1.0) of its weights.
+- some layer's step is at least ``explode_update_ratio`` (1.0) of its weights;
+- two windows in a row began a step's backward on the previous step's gradients
+  (``record.batch.stale_grad``): they accumulate across optimizer steps, so the step
+  grows without bound. The cause is then ``missing_zero_grad``.
 
 It fires once per episode, before NaNs appear when the growth is visible in a window.
 The layer named is the one whose gradient grew most against its own history.
@@ -43,7 +46,7 @@ from typing import Any
 
 from gradvitals.detectors._base import EdgeTrigger
 from gradvitals.detectors._thresholds import Thresholds
-from gradvitals.findings import FailureMode, Finding
+from gradvitals.findings import Cause, FailureMode, Finding
 from gradvitals.stats import WindowRecord
 
 __all__ = ["ExplodingGradientDetector", "suggest_clip_norm"]
@@ -77,6 +80,7 @@ class ExplodingGradientDetector:
         self.losses: list[float] = []
         self.first_loss: float | None = None
         self.windows = 0
+        self.stale_windows = 0  # consecutive windows whose steps began on stale gradients
 
     @property
     def clip_norm(self) -> float | None:
@@ -173,6 +177,14 @@ class ExplodingGradientDetector:
                 growth[n] = lay.grad_norm / median(hist)
         layer = max(growth, key=lambda n: growth[n]) if growth else ev.get("update_ratio_layer")
 
+        b = record.batch
+        self.stale_windows = self.stale_windows + 1 if b is not None and b.stale_grad else 0
+        stale = self.stale_windows >= 2  # seen directly in the .grad buffers, twice
+        if stale:
+            reasons.append(
+                "each step's backward began on the previous step's gradients: they "
+                "accumulate across optimizer steps (optimizer.zero_grad() is not called)"
+            )
         bad = bool(reasons)
         self.windows += 1
         if not bad:
@@ -192,15 +204,16 @@ class ExplodingGradientDetector:
         if layer is not None and layer in growth:
             ev["layer_growth"] = growth[layer]
         ev["reasons"] = reasons
-        return [
-            Finding(
-                kind=self.kind,
-                layer=layer,
-                step=record.step,
-                message="; ".join(reasons),
-                evidence=ev,
+        finding = Finding(
+            kind=self.kind, layer=layer, step=record.step, message="; ".join(reasons), evidence=ev
+        )
+        if stale:
+            finding.cause = Cause.MISSING_ZERO_GRAD
+            ev["cause_evidence"] = (
+                "the first backward of a step found a non-zero gradient buffer in "
+                f"{self.stale_windows} windows in a row"
             )
-        ]
+        return [finding]
 
     def rearm(self, forget_history: bool = False) -> None:
         self.trigger.reset()
@@ -216,6 +229,7 @@ class ExplodingGradientDetector:
             "losses": list(self.losses),
             "first_loss": self.first_loss,
             "windows": self.windows,
+            "stale_windows": self.stale_windows,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -226,3 +240,4 @@ class ExplodingGradientDetector:
         self.losses = list(state.get("losses", []))
         self.first_loss = state.get("first_loss")
         self.windows = int(state.get("windows", 0))
+        self.stale_windows = int(state.get("stale_windows", 0))

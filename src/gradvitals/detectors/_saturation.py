@@ -36,6 +36,7 @@ class SaturationDetector:
         self.trigger = EdgeTrigger(
             patience=self.t.saturation_patience, recover=self.t.recover_windows
         )
+        self.first: dict[str, float] = {}  # per site: the saturation of its first window
 
     def saturated_now(self, record: WindowRecord) -> dict[str, float]:
         out = {}
@@ -47,6 +48,9 @@ class SaturationDetector:
 
     def update(self, record: WindowRecord) -> list[Finding]:
         sat_now = self.saturated_now(record)
+        for name, s in record.sites.items():
+            if s.saturating and s.n_elements and not math.isnan(s.saturation):
+                self.first.setdefault(name, float(s.saturation))
         findings = []
         for name, s in record.sites.items():
             if s.activation not in SATURATING or not s.n_elements:
@@ -70,6 +74,7 @@ class SaturationDetector:
                             "eps": self.t.saturation_eps,
                             "activation": s.activation,
                             "values": s.n_elements,
+                            "saturated_at_start": self.first.get(name, 0.0) >= self.t.saturation,
                         },
                     )
                 )
@@ -79,7 +84,8 @@ class SaturationDetector:
         self.trigger.reset()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"trigger": self.trigger.state_dict()}
+        return {"trigger": self.trigger.state_dict(), "first": dict(self.first)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.trigger.load_state_dict(state.get("trigger", {}))
+        self.first = dict(state.get("first", {}))

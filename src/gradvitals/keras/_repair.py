@@ -121,6 +121,9 @@ class KerasRepairHost:
             m.make_predict_function(force=True)
             self.cb.rebuild_probe()
 
+    def check(self) -> list[str]:
+        return []
+
     # -- helpers -----------------------------------------------------------------------
     def hidden_sites(self) -> list[Site]:
         return self.cb.sites  # type: ignore[no-any-return]  # output layers are never sites

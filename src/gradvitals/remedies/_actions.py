@@ -96,6 +96,12 @@ ACTION_SPECS: dict[str, ActionSpec] = {
             reinit=True,
         ),
         ActionSpec(
+            "skip_batch",
+            "skip the optimizer steps whose gradients are not finite (poisoned batches)",
+            modes=frozenset({FailureMode.NONFINITE}),
+        ),
+        ActionSpec("zero_grad", "zero the gradients after every optimizer step"),
+        ActionSpec(
             "xavier_init",
             "Xavier-initialise the layers feeding saturated units",
             modes=frozenset({FailureMode.SATURATION}),

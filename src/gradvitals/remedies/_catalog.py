@@ -220,3 +220,63 @@ _r(
     "mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-8)\nx = (x - mean) / std                       # images: x = x.float() / 255\ny_mean, y_std = y_train.mean(), y_train.std()\ny = (y - y_mean) / y_std                   # predict: out * y_std + y_mean",
     "norm = keras.layers.Normalization(); norm.adapt(x_train)  # first layer: norm\nkeras.layers.Rescaling(1 / 255)                          # images\ny = (y - y_train.mean()) / y_train.std()                 # regression targets",
 )
+# -- causes: what the user changes ----------------------------------------------------------
+_r(
+    "clean_inputs",
+    "Find and drop (or repair) the batches whose inputs hold NaN/Inf",
+    "A single NaN in the input makes the loss NaN, and one optimizer step spreads it to "
+    "every weight; the learning rate has nothing to do with it.",
+    "assert torch.isfinite(x).all(), 'bad batch'  # or: x = torch.nan_to_num(x) / filter rows",
+    "x = np.nan_to_num(x)  # or drop the rows: keep = np.isfinite(x).all(axis=1)",
+)
+_r(
+    "clean_targets",
+    "Find and drop (or repair) the targets/labels that hold NaN/Inf",
+    "A NaN target makes the loss and every gradient NaN, whatever the model does.",
+    "keep = torch.isfinite(y).all(dim=-1) if y.ndim > 1 else torch.isfinite(y)\n"
+    "x, y = x[keep], y[keep]",
+    "keep = np.isfinite(y).reshape(len(y), -1).all(axis=1); x, y = x[keep], y[keep]",
+)
+_r(
+    "guard_op",
+    "Make the op that produced the NaN safe at its edge case",
+    "log(0), sqrt at 0 (infinite derivative), 0/0 and a softmax over a fully masked row "
+    "are NaN/Inf for some inputs whatever the learning rate; guard the input range.",
+    "torch.log(p.clamp_min(1e-12)); torch.sqrt(x + 1e-12); s / n.clamp_min(1)\n"
+    "scores.masked_fill(mask, torch.finfo(scores.dtype).min)  # not -inf: no all-masked NaN",
+    "keras.ops.log(keras.ops.maximum(p, 1e-7)); keras.ops.sqrt(x + 1e-12)",
+)
+_r(
+    "fix_precision",
+    "Keep the overflowing part in float32 (or use bfloat16, or a GradScaler)",
+    "float16 overflows above 65504; activations, attention scores and sums of squares "
+    "exceed it long before float32 would. bfloat16 has float32's range.",
+    "with torch.autocast('cuda', dtype=torch.bfloat16): ...  # or: scaler = torch.amp.GradScaler()",
+    "keras.mixed_precision.set_global_policy('mixed_bfloat16')  # or keep 'float32'",
+)
+_r(
+    "zero_grad",
+    "Zero the gradients at every step",
+    "Without optimizer.zero_grad() each backward adds to the last step's gradients: the "
+    "step grows with every iteration until the run diverges.",
+    "optimizer.zero_grad(set_to_none=True)  # before loss.backward(), every step",
+    "# Keras' fit() zeroes gradients itself; in a custom loop apply the tape's fresh gradients",
+)
+_r(
+    "reinit",
+    "Re-initialise with the init that matches the activation (and zero the biases)",
+    "He init (Var(w) = 2/fan_in) for ReLU-family layers, Xavier/Glorot for tanh/sigmoid: "
+    "the signal keeps its scale and about half the ReLUs are active from the start.",
+    "nn.init.kaiming_normal_(layer.weight, nonlinearity='relu'); nn.init.zeros_(layer.bias)",
+    "keras.layers.Dense(h, activation='relu', kernel_initializer='he_normal', "
+    "bias_initializer='zeros')",
+)
+_r(
+    "fix_graph",
+    "Reconnect the computation graph and train the right parameters",
+    "No gradient reaches the weights: the loss was computed from a detached value (.item(), "
+    ".data, numpy), the parameters are frozen, or the optimizer holds another model's.",
+    "loss = loss_fn(model(x), y)  # no .item()/.detach() before backward\n"
+    "optimizer = torch.optim.SGD(model.parameters(), lr=...)  # after building this model",
+    "model.trainable = True  # and compute the loss from model(x) inside the GradientTape",
+)

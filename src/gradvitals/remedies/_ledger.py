@@ -82,14 +82,19 @@ def kind_records(repairs: Sequence[dict[str, Any]], kind: Enum) -> list[dict[str
     return [r for r in repairs if r.get("kind") == kind.value]
 
 
-def next_actions(policy: RepairPolicy, repairs: Sequence[dict[str, Any]], kind: Enum) -> list[str]:
-    """The policy's actions after the last one already used for ``kind``.
+def next_actions(
+    policy: RepairPolicy, repairs: Sequence[dict[str, Any]], kind: Enum, cause: Any = None
+) -> list[str]:
+    """The policy's actions for ``kind`` (and ``cause``) after the last one already used.
 
-    Replayed from the records, so it resumes after ``load_state_dict`` too.
+    Replayed from the records of the same kind and cause, so it resumes after
+    ``load_state_dict`` too.
     """
-    names = policy.actions_for(kind)
+    names = policy.actions_for(kind, cause)
     start = 0
-    for r in kind_records(repairs, kind):
+    key = None if cause is None else str(getattr(cause, "value", cause))
+    same = [r for r in kind_records(repairs, kind) if key is None or r.get("cause", key) == key]
+    for r in same:
         hit = next((i for i in range(start, len(names)) if names[i] == r["action"]), None)
         start = len(names) if hit is None else hit + 1
     return list(names[start:])
@@ -103,6 +108,7 @@ def repair_record(
     detail: str,
     rollback: int | None,
     attempt: int,
+    cause: Any = None,
 ) -> dict[str, Any]:
     """One repair, as kept in ``repairs`` and written to TensorBoard."""
     back = (
@@ -121,6 +127,7 @@ def repair_record(
         "healthy_after": None,
         "attempt": attempt,
         "rollback_step": rollback,
+        "cause": str(getattr(cause, "value", cause or "unknown")),
     }
 
 

@@ -35,6 +35,7 @@ from gradvitals.detectors import (
     DyingReluDetector,
     ExplodingGradientDetector,
     NonfiniteDetector,
+    OutputActivationDetector,
     SaturationDetector,
     Thresholds,
     VanishingGradientDetector,
@@ -73,6 +74,8 @@ class ModeSpec:
         by_cause: for a cause that changes what to do first, its own order.
         repair_actions: the repair actions tried by default, in order; empty when
             the mode is not repaired in flight.
+        repair_by_cause: for a cause that calls for other actions (skip a poisoned
+            batch, not a learning-rate cut), its own list; empty: not repaired.
     """
 
     kind: Enum
@@ -84,6 +87,13 @@ class ModeSpec:
     remedies: tuple[str, ...] = ()
     by_cause: Mapping[Cause, tuple[str, ...]] = field(default_factory=dict)
     repair_actions: tuple[str, ...] = ()
+    repair_by_cause: Mapping[Cause, tuple[str, ...]] = field(default_factory=dict)
+
+    def actions_for(self, cause: Cause | None) -> tuple[str, ...]:
+        """The default repair actions for a finding of this mode with this cause."""
+        if cause is not None and cause in self.repair_by_cause:
+            return self.repair_by_cause[cause]
+        return self.repair_actions
 
     @property
     def repairable(self) -> bool:
@@ -149,6 +159,7 @@ def remedies_for(
     activation: str | None = None,
     layer: str | None = None,
     exclude: frozenset[str] = frozenset(),
+    lead: str | None = None,
 ) -> list[Remedy]:
     """The remedies for ``kind`` (and ``cause``), first to try first.
 
@@ -160,6 +171,7 @@ def remedies_for(
         activation: the offending activation's name, for the wording.
         layer: the layer the finding names, for snippets that need it.
         exclude: remedy keys not to offer (they do not fit this model).
+        lead: a remedy key to put first (the diagnosis knows better than the order).
 
     Returns:
         A new list of :class:`~gradvitals.Remedy`.
@@ -167,8 +179,10 @@ def remedies_for(
     spec = get_mode(kind_of(kind) if isinstance(kind, str) else kind)
     keys = list(spec.remedies)
     if cause is not None:
-        lead = spec.by_cause.get(Cause(cause), ())
-        keys = list(lead) + [k for k in keys if k not in lead]
+        first = spec.by_cause.get(Cause(cause), ())
+        keys = list(first) + [k for k in keys if k not in first]
+    if lead is not None:
+        keys = [lead] + [k for k in keys if k != lead]
     params: dict[str, Any] = {"activation": activation, "layer": layer}
     if clip_norm:
         params.update(
@@ -188,7 +202,24 @@ register_mode(
         run_order=0,
         stops_window=has_nonfinite,
         remedies=("lower_lr", "clip_grad_norm", "check_numerics"),
+        by_cause={
+            Cause.NONFINITE_INPUT: ("clean_inputs", "check_numerics"),
+            Cause.NONFINITE_TARGET: ("clean_targets", "check_numerics"),
+            Cause.UNSTABLE_OP: ("guard_op", "check_numerics"),
+            Cause.UNSTABLE_LOSS: ("stable_loss", "guard_op"),
+            Cause.LOW_PRECISION_OVERFLOW: ("fix_precision", "check_numerics"),
+            Cause.LEARNING_RATE: ("lower_lr", "clip_grad_norm"),
+            Cause.MISSING_ZERO_GRAD: ("zero_grad",),
+        },
         repair_actions=("lower_lr", "clip_grad_norm", "lower_lr"),
+        repair_by_cause={
+            Cause.NONFINITE_INPUT: ("skip_batch",),
+            Cause.NONFINITE_TARGET: ("skip_batch",),
+            Cause.UNSTABLE_OP: ("skip_batch",),
+            Cause.UNSTABLE_LOSS: ("skip_batch",),
+            Cause.LOW_PRECISION_OVERFLOW: ("skip_batch",),
+            Cause.MISSING_ZERO_GRAD: ("zero_grad",),
+        },
     )
 )
 register_mode(
@@ -199,7 +230,15 @@ register_mode(
         detector=ExplodingGradientDetector,
         run_order=40,
         remedies=("lower_lr", "clip_grad_norm", "batchnorm"),
+        by_cause={
+            Cause.MISSING_ZERO_GRAD: ("zero_grad",),
+            Cause.UNSCALED_DATA: ("normalize_data", "lower_lr"),
+        },
         repair_actions=("lower_lr", "clip_grad_norm", "lower_lr"),
+        repair_by_cause={
+            Cause.MISSING_ZERO_GRAD: ("zero_grad",),
+            Cause.UNSCALED_DATA: ("lower_lr", "clip_grad_norm"),
+        },
     )
 )
 register_mode(
@@ -210,6 +249,7 @@ register_mode(
         detector=VanishingGradientDetector,
         run_order=30,
         remedies=("relu_he", "batchnorm", "residual"),
+        by_cause={Cause.SATURATING_ACTIVATION: ("relu_he", "batchnorm", "residual")},
         repair_actions=("relu_he", "add_norm", "lower_lr"),
     )
 )
@@ -221,7 +261,18 @@ register_mode(
         detector=DyingReluDetector,
         run_order=10,
         remedies=("lower_lr", "leaky_variant", "he_init", "check_bias"),
+        by_cause={
+            Cause.OUTPUT_ACTIVATION: ("remove_output_activation",),
+            Cause.BAD_INIT: ("reinit", "check_bias", "leaky_variant"),
+            Cause.MISSING_ZERO_GRAD: ("zero_grad",),
+            Cause.UNSCALED_DATA: ("normalize_data",),
+        },
         repair_actions=("lower_lr", "leaky_variant", "reinit_dead"),
+        repair_by_cause={
+            Cause.OUTPUT_ACTIVATION: (),
+            Cause.BAD_INIT: ("reinit_dead", "leaky_variant"),
+            Cause.MISSING_ZERO_GRAD: ("zero_grad",),
+        },
     )
 )
 register_mode(
@@ -232,7 +283,13 @@ register_mode(
         detector=SaturationDetector,
         run_order=20,
         remedies=("xavier_init", "lower_lr", "batchnorm", "relu_he"),
+        by_cause={
+            Cause.BAD_INIT: ("xavier_init", "batchnorm"),
+            Cause.UNSCALED_DATA: ("normalize_data", "xavier_init"),
+            Cause.LEARNING_RATE: ("lower_lr", "batchnorm"),
+        },
         repair_actions=("xavier_init", "lower_lr", "add_norm"),
+        repair_by_cause={Cause.LEARNING_RATE: ("lower_lr", "add_norm")},
     )
 )
 register_mode(
@@ -272,6 +329,8 @@ register_mode(
         _T.OUTPUT_ACTIVATION,
         urgency=45,
         summary="the output layer's activation cannot fit the loss or the targets",
+        detector=OutputActivationDetector,
+        run_order=5,
         remedies=("remove_output_activation", "match_loss"),
     )
 )

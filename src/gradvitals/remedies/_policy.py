@@ -42,9 +42,9 @@ from enum import Enum
 from typing import Any
 
 from gradvitals.errors import UsageError
-from gradvitals.findings import FailureMode
+from gradvitals.findings import Cause, FailureMode
 from gradvitals.remedies._actions import ACTION_SPECS
-from gradvitals.remedies._modes import modes
+from gradvitals.remedies._modes import get_mode, modes
 
 __all__ = ["ACTIONS", "DEFAULT_ACTIONS", "REPAIRABLE", "RepairPolicy"]
 
@@ -146,6 +146,7 @@ class RepairPolicy:
         resolved: dict[Any, tuple[str, ...]] = {
             spec.kind: spec.repair_actions for spec in _repairable().values()
         }
+        given: dict[str, tuple[str, ...]] = {}
         for key, names in self.actions.items():
             mode = _mode(key)
             if isinstance(names, str):
@@ -165,13 +166,24 @@ class RepairPolicy:
                         f"repair action {name!r} cannot repair {mode.value}; it is for: {allowed}"
                     )
             resolved[mode] = tuple(names)
+            given[str(mode.value)] = tuple(names)
         self._resolved = resolved
+        self._given = given
 
-    def actions_for(self, kind: Enum | str) -> tuple[str, ...]:
-        """The ordered actions for ``kind``; empty for modes that are not repaired."""
+    def actions_for(self, kind: Enum | str, cause: Cause | str | None = None) -> tuple[str, ...]:
+        """The ordered actions for ``kind`` (and its ``cause``); empty when not repaired.
+
+        Actions you gave for a mode are used whatever the cause; otherwise the mode
+        registry's defaults for that cause (skip a poisoned batch rather than cut the
+        learning rate, re-initialise a layer born dead...).
+        """
         key = str(getattr(kind, "value", kind))
+        if key in self._given:
+            return self._given[key]
         for mode, names in self._resolved.items():
             if str(mode.value) == key:
+                if cause is not None and cause != "unknown":
+                    return tuple(get_mode(mode).actions_for(Cause(cause)))
                 return names
         return ()
 

@@ -18,14 +18,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gradvitals.findings import Finding
-from gradvitals.report._summary import most_important, repair_outcome, sentence, where
+from gradvitals.report._summary import cause_text, most_important, repair_outcome, sentence, where
 
 __all__ = ["format_finding", "summary_text"]
 
 
 def format_finding(f: Finding) -> str:
-    """One line: step, kind, layer, message, and the first remedy to try."""
-    line = f"gradvitals: step {f.step} {f.kind.value}{where(f)}: {sentence(f.message)}"
+    """One line: step, kind, layer, the cause (when known), message, the first remedy."""
+    cause = cause_text(f)
+    lead = f"{sentence(cause)} " if cause else ""
+    when = f"step {f.step}" if f.step >= 0 else "pre-flight"
+    line = f"gradvitals: {when} {f.kind.value}{where(f)}: {lead}{sentence(f.message)}"
     if f.final:
         line += " Could not repair."
     if f.remedies:
@@ -80,7 +83,14 @@ def summary_text(
     out.append("")
     for i, f in enumerate(sorted(findings, key=lambda f: f.step), 1):
         final = " [could not repair]" if f.final else ""
-        out.append(f"{i}. step {f.step} {f.kind.value}{where(f)}{final}: {sentence(f.message)}")
+        cause = cause_text(f)
+        lead = f"{sentence(cause)} " if cause else ""
+        when = f"step {f.step}" if f.step >= 0 else "before training (lint)"
+        out.append(f"{i}. {when} {f.kind.value}{where(f)}{final}: {lead}{sentence(f.message)}")
+        for c in f.consequences:
+            out.append(
+                f"   which caused: step {c.step} {c.kind.value}{where(c)}: {sentence(c.message)}"
+            )
         for j, rem in enumerate(f.remedies[:max_remedies]):
             out.append(f"   {'Try' if j == 0 else 'Or'}: {rem.action}")
             if rem.code:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gradvitals.findings import Finding
-from gradvitals.report._summary import most_important, repair_outcome, sentence
+from gradvitals.report._summary import cause_text, most_important, repair_outcome, sentence
 
 __all__ = ["finding_markdown", "findings_markdown", "repair_markdown", "summary_markdown"]
 
@@ -43,7 +43,16 @@ def finding_markdown(f: Finding, *, max_remedies: int = 3) -> str:
     """One finding: a heading, the message, and its first remedies with code."""
     layer = f" in `{_esc(f.layer)}`" if f.layer else ""
     final = " (could not repair)" if f.final else ""
-    out = [f"### {f.kind.value}{layer} at step {f.step}{final}", _esc(sentence(f.message))]
+    out = [f"### {f.kind.value}{layer} at step {f.step}{final}"]
+    cause = cause_text(f)
+    if cause:
+        out.append(f"**{_esc(sentence(cause))}**")
+    out.append(_esc(sentence(f.message)))
+    for c in f.consequences:
+        where = f" in `{_esc(c.layer)}`" if c.layer else ""
+        out.append(
+            f"- which caused {c.kind.value}{where} at step {c.step}: {_esc(sentence(c.message))}"
+        )
     for i, r in enumerate(f.remedies[:max_remedies], 1):
         out.append("")
         out.append(f"{i}. **{_esc(r.action)}**: {_esc(r.why)}")

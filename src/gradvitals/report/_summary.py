@@ -25,6 +25,7 @@ from gradvitals.findings import Finding
 from gradvitals.remedies import urgency
 
 __all__ = [
+    "cause_text",
     "fmt_value",
     "most_important",
     "rank_findings",
@@ -51,6 +52,24 @@ def most_important(findings: Iterable[Finding]) -> Finding | None:
     """The finding to act on first, or None for a healthy run."""
     ranked = rank_findings(findings)
     return ranked[0] if ranked else None
+
+
+def cause_text(f: Finding, *, limit: int = 160) -> str:
+    """``"cause: <cause> (<what decided it>)"``, or ``""`` when the cause is unknown.
+
+    >>> from gradvitals.findings import Cause, FailureMode, Finding
+    >>> f = Finding(FailureMode.NONFINITE, "fc1", 3, "NaN", cause=Cause.NONFINITE_INPUT,
+    ...             evidence={"cause_evidence": "the batch of step 3 held NaN"})
+    >>> cause_text(f)
+    'cause: nonfinite_input (the batch of step 3 held NaN)'
+    """
+    value = getattr(f.cause, "value", str(f.cause))
+    if value == "unknown":
+        return ""
+    why = str(f.evidence.get("cause_evidence") or "").strip()
+    if len(why) > limit:
+        why = why[: limit - 1].rstrip() + "…"
+    return f"cause: {value}" + (f" ({why})" if why else "")
 
 
 def where(f: Finding) -> str:

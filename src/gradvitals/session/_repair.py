@@ -55,6 +55,12 @@ class RepairHost(Protocol):
         """Re-plan hooks or re-trace compiled steps after these actions were applied."""
         ...
 
+    def check(self) -> list[str]:
+        """Once per window: lines about repairs that did not hold as applied (a loop that
+        sets the learning rate every step undid ``lower_lr``), and what the repairs did
+        since (steps skipped)."""
+        ...
+
 
 class RepairSession(Protocol):
     """What the controller reads and writes on the session."""
@@ -66,6 +72,7 @@ class RepairSession(Protocol):
     repairs: list[dict[str, Any]]
     history: list[WindowRecord]
     step_count: int
+    notes: list[str]
 
     def emit(self, line: str) -> None:
         """Log one console line (rank 0 only)."""
@@ -116,8 +123,15 @@ class RepairController:
         return False
 
     # -- per window ----------------------------------------------------------------------
+    def _check_host(self) -> None:
+        for line in self.host.check():
+            if line not in self.session.notes:
+                self.session.notes.append(line)
+                self.session.emit(f"gradvitals: {line}")
+
     def on_healthy(self, record: WindowRecord) -> None:
         """A window closed without findings: settle pending outcomes, maybe snapshot."""
+        self._check_host()
         recent = list(self._norms)
         g = record.total_grad_norm
         if math.isfinite(g):
@@ -132,11 +146,12 @@ class RepairController:
 
     def on_findings(self, findings: list[Finding], record: WindowRecord) -> list[Finding]:
         """Roll back and apply the next action per mode; returns "could not repair" findings."""
+        self._check_host()
         self._settle(False)
         finals: list[Finding] = []
         by_kind: dict[Any, list[Finding]] = {}
         for f in findings:
-            if not f.final and self.policy.actions_for(f.kind):
+            if not f.final and self.policy.actions_for(f.kind, f.cause):
                 by_kind.setdefault(f.kind, []).append(f)
         plans: list[tuple[Any, list[Finding], list[str], ActionContext]] = []
         for kind, fs in by_kind.items():
@@ -144,7 +159,7 @@ class RepairController:
                 continue
             ctx = self._context(kind, fs)
             done = len(ledger.kind_records(self.session.repairs, kind))
-            candidates = self._candidates(kind, ctx)
+            candidates = self._candidates(kind, fs[0].cause, ctx)
             if done >= self.policy.max_attempts or not candidates:
                 why = (
                     f"{done} repair{'s' if done != 1 else ''} did not hold"
@@ -182,6 +197,7 @@ class RepairController:
 
     def close(self) -> None:
         """Write repairs whose outcome is still unknown to the outputs."""
+        self._check_host()
         for r in self._pending:
             self.session.write_repair(r)
         self._pending = []
@@ -197,9 +213,9 @@ class RepairController:
             history=s.history[-2:],
         )
 
-    def _candidates(self, kind: Enum, ctx: ActionContext) -> list[str]:
-        """The policy's next actions for ``kind`` that this host can apply to this model."""
-        names = ledger.next_actions(self.policy, self.session.repairs, kind)
+    def _candidates(self, kind: Enum, cause: Any, ctx: ActionContext) -> list[str]:
+        """The policy's next actions for ``kind`` and its cause that this host can apply."""
+        names = ledger.next_actions(self.policy, self.session.repairs, kind, cause)
         reg = self.host.actions
         return [n for n in names if reg.has(n) and self._applicable(n, ctx)]
 
@@ -245,7 +261,16 @@ class RepairController:
     ) -> None:
         s = self.session
         attempt = len(ledger.kind_records(s.repairs, kind)) + 1
-        rec = ledger.repair_record(kind, findings, record, action, detail, rollback, attempt)  # type: ignore[arg-type]
+        rec = ledger.repair_record(
+            kind,  # type: ignore[arg-type]
+            findings,
+            record,
+            action,
+            detail,
+            rollback,
+            attempt,
+            cause=findings[0].cause,
+        )
         s.repairs.append(rec)
         self._pending.append(rec)
         s.emit(ledger.repair_line(rec, self.policy.max_attempts))

@@ -35,10 +35,11 @@ from typing import Any
 
 from gradvitals.detectors import Thresholds
 from gradvitals.errors import UsageError
-from gradvitals.findings import Finding
+from gradvitals.findings import Cause, Finding
 from gradvitals.remedies import RepairPolicy, remedies_for
 from gradvitals.report import format_finding, summary_text
 from gradvitals.session._coverage import Coverage
+from gradvitals.session._diagnosis import INIT_WINDOWS, diagnose
 from gradvitals.session._repair import RepairController, RepairHost, as_policy
 from gradvitals.session._schedule import Schedule
 from gradvitals.session._strict import strict
@@ -192,6 +193,9 @@ class Session:
         self.coverage: Coverage | None = None
         #: problems with how the run was watched (no step counted...): one line each
         self.notes: list[str] = []
+        #: what the collector knows of the architecture (normalization, recurrent and
+        #: output layers...), for causes and remedies
+        self.model_facts: dict[str, Any] = {}
         self.repair: RepairController | None = None
         self._on_disable: list[Callable[[], None]] = []
 
@@ -234,8 +238,9 @@ class Session:
             if site and "#" in site:  # call k of a module used k+1 times: the module
                 f.evidence.setdefault("site", site)
                 f.layer = site.split("#")[0]
+            lead = self._diagnose(f, record)
             if not f.remedies:
-                f.remedies = self.remedies(f, clip_norm=clip)
+                f.remedies = self.remedies(f, clip_norm=clip, lead=lead, record=record)
         self.history.append(record)
         if self.history_limit is not None and len(self.history) > self.history_limit:
             del self.history[: len(self.history) - self.history_limit]
@@ -263,7 +268,7 @@ class Session:
         if str(f.kind.value) not in self.stop_on:
             return False
         # a mode that repair is still handling does not stop the run until repair gives up
-        return f.final or self.repair is None or not self.repair.policy.actions_for(f.kind)
+        return f.final or self.repair is None or not self.repair.policy.actions_for(f.kind, f.cause)
 
     @property
     def should_stop(self) -> bool:
@@ -290,8 +295,29 @@ class Session:
                     e,
                 )
 
-    def remedies(self, f: Finding, *, clip_norm: float | None = None) -> list[Any]:
-        """The registry's remedies for a finding, with code for this framework."""
+    def _diagnose(self, f: Finding, record: WindowRecord) -> str | None:
+        """Set the finding's cause (unless its detector did) with what decided it; returns
+        the remedy the diagnosis puts first, if any."""
+        if f.cause is not Cause.UNKNOWN:
+            return None
+        d = diagnose(f, record, self.history, self.model_facts, self.findings)
+        f.cause = d.cause
+        f.evidence["cause_evidence"] = d.evidence
+        if d.layer and d.layer != f.layer:
+            f.evidence["symptom_layer"] = f.layer
+            f.layer = d.layer
+        return d.lead_remedy
+
+    def remedies(
+        self,
+        f: Finding,
+        *,
+        clip_norm: float | None = None,
+        lead: str | None = None,
+        record: WindowRecord | None = None,
+    ) -> list[Any]:
+        """The registry's remedies for a finding, with code for this framework, leaving
+        out what does not fit the model (see :meth:`misfits`)."""
         return remedies_for(
             f.kind,
             f.cause,
@@ -299,7 +325,28 @@ class Session:
             clip_norm=clip_norm,
             activation=f.evidence.get("activation"),
             layer=f.layer,
+            exclude=self.misfits(f, record),
+            lead=lead,
         )
+
+    def misfits(self, f: Finding, record: WindowRecord | None) -> frozenset[str]:
+        """Remedy keys that do not fit this model: batch normalization where the model
+        already normalizes; an activation swap inside a recurrent cell; a
+        re-initialisation for a failure that appeared mid-training."""
+        facts = self.model_facts
+        out: set[str] = set()
+        if facts.get("has_normalization"):
+            out.add("batchnorm")
+        layer = str(f.evidence.get("site", f.layer or "")).split("#")[0]
+        if layer and layer in set(facts.get("recurrent", ())):
+            out |= {"relu_he", "leaky_variant"}
+        if (
+            record is not None
+            and record.index >= INIT_WINDOWS + 1
+            and f.cause is not Cause.BAD_INIT
+        ):
+            out |= {"he_init", "xavier_init", "reinit"}
+        return frozenset(out)
 
     def add_preflight(self, findings: Iterable[Finding]) -> None:
         """Keep and log the pre-flight lint's findings."""
@@ -430,7 +477,9 @@ class Session:
             )
             lines.append(f"gradvitals: not judged: {why}, so nothing can be said about this run.")
             return "\n".join(lines)
-        lines.append(summary_text(self.findings, len(self.history), self.repairs))
+        # the pre-flight lint's findings belong to the verdict: a run lint warned about is
+        # not "healthy" because no detector fired
+        lines.append(summary_text(self.findings + self.preflight, len(self.history), self.repairs))
         return "\n".join(lines)
 
     def coverage_line(self) -> str:

@@ -12,6 +12,7 @@ from gradvitals.stats._assemble import SiteInfo as SiteInfo
 from gradvitals.stats._assemble import assemble_record as assemble_record
 from gradvitals.stats._records import DIES_WHEN_NEVER_POSITIVE as DIES_WHEN_NEVER_POSITIVE
 from gradvitals.stats._records import SATURATING as SATURATING
+from gradvitals.stats._records import BatchStats as BatchStats
 from gradvitals.stats._records import LayerStats as LayerStats
 from gradvitals.stats._records import LossStats as LossStats
 from gradvitals.stats._records import SiteStats as SiteStats

@@ -11,14 +11,16 @@ exactly across ranks and shards, norms and means would not.
 >>> import numpy as np
 >>> from gradvitals.stats._table import Layout
 >>> lay = Layout(sites=(("act", 2),), n_layers=1)
->>> host = np.array([1, 0, 5, 0, 0, 0.0, 64, 128,  8.0, 2e-6, 4.0, 0,  6.0, 3, 0, np.inf, -2.5, 1.5])
+>>> batch = [3, 0, np.inf, 1.0, 48.0, 48, 0, 0]  # 3 forwards, clean inputs of RMS 1
+>>> host = np.array([1, 0, 5, 0, 0, 0.0, 64, 128,  8.0, 2e-6, 4.0, 0,  6.0, 3, 0, np.inf, -2.5, 1.5,
+...                  *batch])
 >>> rec = assemble_record(index=0, start=0, end=9, layout=lay, host=host,
 ...     sites=[SiteInfo("act", "relu")], layers=[LayerInfo("fc", "Linear", 10)],
 ...     has_grad=[True], n_samples=2, has_update=True)
 >>> rec.sites["act"].dead_fraction, rec.layers["fc"].grad_norm, rec.layers["fc"].weight_norm
 (0.5, 2.0, 2.0)
->>> rec.loss.mean, rec.loss.max
-(2.0, 2.5)
+>>> rec.loss.mean, rec.loss.max, rec.batch.input_rms
+(2.0, 2.5, 1.0)
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gradvitals.stats._records import LayerStats, LossStats, SiteStats, WindowRecord
+from gradvitals.stats._records import BatchStats, LayerStats, LossStats, SiteStats, WindowRecord
 from gradvitals.stats._table import Layout
 
 __all__ = ["LayerInfo", "SiteInfo", "assemble_record"]
@@ -68,6 +70,7 @@ def assemble_record(
     layer_order: Sequence[int] | None = None,
     loss_steps: Sequence[int] = (),
     skipped_steps: int = 0,
+    batch_steps: Sequence[int] = (),
 ) -> WindowRecord:
     """The :class:`WindowRecord` of one packed window.
 
@@ -83,6 +86,7 @@ def assemble_record(
         layer_order: the packed indices in forward order (default: packed order).
         loss_steps: the step of each observed loss, in observation order.
         skipped_steps: optimizer steps an AMP scaler skipped.
+        batch_steps: the step of each checked forward, in order.
     """
     u = layout.unpack(host)
     site_stats: dict[str, SiteStats] = {}
@@ -128,6 +132,7 @@ def assemble_record(
         layers=layer_stats,
         loss=_loss(u.loss, start, loss_steps),
         skipped_steps=skipped_steps,
+        batch=_batch(u.batch, batch_steps),
     )
 
 
@@ -148,4 +153,24 @@ def _loss(v: dict[str, float], start: int, steps: Sequence[int]) -> LossStats | 
         first_nonfinite_step=first,
         min=float(lo) if math.isfinite(lo) else math.nan,
         max=float(-neg_max) if math.isfinite(neg_max) else math.nan,
+    )
+
+
+def _batch(v: dict[str, float], steps: Sequence[int]) -> BatchStats | None:
+    n = int(v["batch_steps"])
+    if not n and not v["stale_grad"] and not v["target_nonfinite"]:
+        return None
+    idx = v["first_input_nonfinite"]
+    first = None
+    if int(v["input_nonfinite"]) and math.isfinite(idx):
+        first = int(steps[int(idx)]) if int(idx) < len(steps) else None
+    count = v["input_count"]
+    return BatchStats(
+        steps=n,
+        n_input_nonfinite=int(v["input_nonfinite"]),
+        first_input_nonfinite_step=first,
+        input_abs_max=v["input_abs_max"] if count else math.nan,
+        input_rms=math.sqrt(v["input_sq_sum"] / count) if count else math.nan,
+        stale_grad=v["stale_grad"] > 0,
+        target_nonfinite=v["target_nonfinite"] > 0,
     )

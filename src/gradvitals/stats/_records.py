@@ -33,6 +33,7 @@ from gradvitals.stats._signals import record_scalars
 __all__ = [
     "DIES_WHEN_NEVER_POSITIVE",
     "SATURATING",
+    "BatchStats",
     "LayerStats",
     "LossStats",
     "SiteStats",
@@ -257,6 +258,34 @@ class LossStats:
 
 
 @dataclass
+class BatchStats:
+    """What the window's batches brought in: finiteness and scale of the inputs, whether a
+    step began with the last step's gradients, and whether a loss target was non-finite.
+
+    Attributes:
+        steps: training forwards checked (every step's first input is checked).
+        n_input_nonfinite: forwards whose input held a NaN/Inf.
+        first_input_nonfinite_step: the step of the first such forward, or None.
+        input_abs_max: the largest ``|x|`` of the inputs on sampled steps (NaN: none).
+        input_rms: their root-mean-square (NaN: none).
+        stale_grad: a sampled step's backward began on gradients left from the last
+            optimizer step (``optimizer.zero_grad()`` was not called).
+        target_nonfinite: a sampled step's loss target held a NaN/Inf.
+    """
+
+    steps: int = 0
+    n_input_nonfinite: int = 0
+    first_input_nonfinite_step: int | None = None
+    input_abs_max: float = float("nan")
+    input_rms: float = float("nan")
+    stale_grad: bool = False
+    target_nonfinite: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
 class WindowRecord:
     """Everything measured in one sync window ``[step_start, step_end]``.
 
@@ -271,6 +300,10 @@ class WindowRecord:
     layers: dict[str, LayerStats] = field(default_factory=dict)
     loss: LossStats | None = None
     skipped_steps: int = 0  # optimizer steps skipped by an AMP GradScaler (inf grads)
+    batch: BatchStats | None = None
+    #: host-side facts from the collector that no statistic holds (e.g. a provenance
+    #: replay's verdict, the loss's last ops); the same on every rank
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def step(self) -> int:
@@ -305,6 +338,8 @@ class WindowRecord:
             "layers": {k: v.to_dict() for k, v in self.layers.items()},
             "loss": None if self.loss is None else self.loss.to_dict(),
             "skipped_steps": self.skipped_steps,
+            "batch": None if self.batch is None else self.batch.to_dict(),
+            "facts": dict(self.facts),
         }
 
     @classmethod
@@ -324,6 +359,8 @@ class WindowRecord:
             layers=layers,
             loss=loss,
             skipped_steps=int(d.get("skipped_steps", 0)),
+            batch=BatchStats(**d["batch"]) if d.get("batch") else None,
+            facts=dict(d.get("facts") or {}),
         )
 
 

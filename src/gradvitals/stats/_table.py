@@ -15,11 +15,12 @@ fields. Nothing here imports a framework.
 
 Packed order: for every site, the :data:`SITE_FIELDS` (``ever_positive`` has one
 entry per unit, the rest one each); then each of the :data:`LAYER_FIELDS` for all
-layers (field-major); then the :data:`LOSS_FIELDS`.
+layers (field-major); then the :data:`LOSS_FIELDS` and the :data:`BATCH_FIELDS` (what
+the batch brought: its finiteness and scale, stale gradients, bad targets).
 
 >>> lay = Layout(sites=(("act", 3),), n_layers=2)
->>> lay.size  # 3 + 6 site scalars, 4 x 2 layer values, 6 loss values
-23
+>>> lay.size  # 3 + 6 site scalars, 4 x 2 layer values, 6 loss and 8 batch values
+31
 >>> [(r.name, n) for r, n in lay.segments()][:3]
 [('MAX', 3), ('SUM', 1), ('SUM', 1)]
 >>> import numpy as np
@@ -40,6 +41,7 @@ from enum import Enum, IntEnum
 import numpy as np
 
 __all__ = [
+    "BATCH_FIELDS",
     "FIELDS",
     "LAYER_FIELDS",
     "LOSS_FIELDS",
@@ -59,6 +61,7 @@ class Scope(str, Enum):
     SITE = "site"
     LAYER = "layer"
     LOSS = "loss"
+    BATCH = "batch"
 
 
 class Reduce(IntEnum):
@@ -112,18 +115,29 @@ LOSS_FIELDS: tuple[Field, ...] = (
     Field("loss_neg_max", Scope.LOSS, Reduce.MIN, doc="minus the largest finite loss"),
     Field("loss_min", Scope.LOSS, Reduce.MIN, doc="the smallest finite loss"),
 )
+BATCH_FIELDS: tuple[Field, ...] = (
+    Field("batch_steps", Scope.BATCH, Reduce.SUM, doc="training forwards seen (input checks)"),
+    Field("input_nonfinite", Scope.BATCH, Reduce.SUM, doc="forwards whose input held NaN/Inf"),
+    Field("first_input_nonfinite", Scope.BATCH, Reduce.MIN, doc="index of the first such"),
+    Field("input_abs_max", Scope.BATCH, Reduce.MAX, doc="largest |input| (sampled steps)"),
+    Field("input_sq_sum", Scope.BATCH, Reduce.SUM, doc="sum of input^2 (sampled steps)"),
+    Field("input_count", Scope.BATCH, Reduce.SUM, doc="input values summed (sampled steps)"),
+    Field("stale_grad", Scope.BATCH, Reduce.MAX, doc="a step began with last step's gradients"),
+    Field("target_nonfinite", Scope.BATCH, Reduce.MAX, doc="a loss target held NaN/Inf"),
+)
 #: Every field, in packed order within each scope.
-FIELDS: tuple[Field, ...] = SITE_FIELDS + LAYER_FIELDS + LOSS_FIELDS
+FIELDS: tuple[Field, ...] = SITE_FIELDS + LAYER_FIELDS + LOSS_FIELDS + BATCH_FIELDS
 
 
 @dataclass
 class Unpacked:
     """A window's host copy, by name: ``sites[site][field]``, ``layers[field]`` (one
-    value per layer), ``loss[field]``."""
+    value per layer), ``loss[field]``, ``batch[field]``."""
 
     sites: dict[str, dict[str, np.ndarray | float]]
     layers: dict[str, np.ndarray]
     loss: dict[str, float]
+    batch: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -139,7 +153,7 @@ class Layout:
         for _, units in self.sites:
             out += [(f.reduce, units if f.per_unit else 1) for f in SITE_FIELDS]
         out += [(f.reduce, self.n_layers) for f in LAYER_FIELDS]
-        out += [(f.reduce, 1) for f in LOSS_FIELDS]
+        out += [(f.reduce, 1) for f in LOSS_FIELDS + BATCH_FIELDS]
         return out
 
     @property
@@ -179,7 +193,9 @@ class Layout:
             layers[f.name] = host[pos : pos + self.n_layers]
             pos += self.n_layers
         loss = {f.name: float(host[pos + i]) for i, f in enumerate(LOSS_FIELDS)}
-        return Unpacked(sites, layers, loss)
+        pos += len(LOSS_FIELDS)
+        batch = {f.name: float(host[pos + i]) for i, f in enumerate(BATCH_FIELDS)}
+        return Unpacked(sites, layers, loss, batch)
 
 
 def combine_rows(rows: np.ndarray, codes: np.ndarray, *, sharded: bool = False) -> np.ndarray:

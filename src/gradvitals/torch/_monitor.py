@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,6 +37,8 @@ from gradvitals.remedies import RepairPolicy
 from gradvitals.session import Coverage, Session
 from gradvitals.stats import LayerInfo, Layout, SiteInfo, WindowRecord, assemble_record
 from gradvitals.stats._table import LOSS_FIELDS
+from gradvitals.torch._batch import BatchAccumulator, first_float_input, loss_ops, saved_targets
+from gradvitals.torch._modules import is_affine, is_normalization, is_recurrent
 from gradvitals.torch._params import LayerTable, ParamAccumulator
 from gradvitals.torch._sites import SiteAccumulator, plan_sites
 
@@ -59,7 +61,9 @@ class _Frozen:
     params: ParamAccumulator
     losses: list[torch.Tensor]
     loss_steps: list[int]
+    batch: BatchAccumulator
     skipped: int = 0
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 def _has_storage(x: torch.Tensor) -> bool:
@@ -178,6 +182,12 @@ class Monitor:
         self._losses: list[torch.Tensor] = []  # detached 0-d losses of the open window
         self._loss_steps: list[int] = []  # the step each loss belongs to
         self._last_loss_step = -1
+        self._batch = BatchAccumulator()  # the open window's batch evidence
+        self._last_batch: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # references
+        self._backwards = 0  # backward passes of the watched parameter since the last step
+        self._facts: dict[str, Any] = {}  # the open window's host facts (provenance...)
+        self._replayed = False  # one provenance replay per failure episode
+        self._step_loss: torch.Tensor | None = None  # this step's loss, observed pre-step
         self._pending: _Frozen | None = None  # a full window waiting for its last loss
         self._forwards = 0  # training forward passes since the last optimizer step
         self._pending_skipped = 0  # forwards whose optimizer step never came
@@ -277,6 +287,13 @@ class Monitor:
         return self.session.healthy
 
     @property
+    def lr_scale(self) -> float:
+        """The product of the learning-rate cuts repair made (1.0 without any). A loop that
+        sets ``g['lr']`` every step should multiply its schedule by it, or it undoes them."""
+        rep = self.session.repair
+        return float(getattr(rep.host, "lr_scale", 1.0)) if rep is not None else 1.0
+
+    @property
     def should_stop(self) -> bool:
         """True once a finding of a ``stop_on`` mode was made: end your loop then."""
         return self.session.should_stop
@@ -311,6 +328,7 @@ class Monitor:
         self._planned_for = self._signature()
         self._has_conv1d = any(isinstance(m, nn.Conv1d) for m in self.model.modules())
         self._acts, self._input_sites = plan_sites(self.model)
+        self.session.model_facts = _model_facts(self.model, self._acts)
         self._table = LayerTable.from_model(self.model)
         self._params = ParamAccumulator(self._table)
 
@@ -373,6 +391,9 @@ class Monitor:
         if "gradients" not in self.session.off:
             for i, p in enumerate(self._table.params):
                 h.append(p.register_post_accumulate_grad_hook(self._make_grad_hook(i)))
+            if self._table.params:  # the smallest parameter: is its gradient zeroed?
+                probe = min(self._table.params, key=lambda q: q.numel())
+                h.append(probe.register_hook(self._make_stale_hook(probe)))
         if self._layer_order is None:
             order: list[str] = []
             self._layer_order = order
@@ -396,7 +417,12 @@ class Monitor:
             self._forwards += 1
             if self._forwards > self.every + 4 * self._forwards_per_step:
                 self._stuck()
-            if not self._sampled_hooks:
+            sampled = bool(self._sampled_hooks)
+            x = first_float_input(args, kwargs)
+            if x is not None and _has_storage(x):
+                self._batch.add_input(x, self.step_count, sampled)
+            self._last_batch = (args, kwargs)  # references for a provenance replay
+            if not sampled:
                 return
             self._calls = {}
             self._produced = set()
@@ -474,6 +500,16 @@ class Monitor:
 
         return self.session.guard(body, "gradients")
 
+    def _make_stale_hook(self, p: torch.Tensor) -> Callable[..., None]:
+        """Before the first gradient of a step accumulates, the buffer must be empty."""
+
+        def body(grad: torch.Tensor) -> None:
+            if self._backwards == 0 and p.grad is not None:
+                self._batch.add_stale(p.grad)
+            self._backwards += 1
+
+        return self.session.guard(body, "gradients")
+
     def _make_order_hook(self, key: str) -> Callable[..., None]:
         def body(module: nn.Module, args: Any) -> None:
             order = self._layer_order
@@ -519,6 +555,35 @@ class Monitor:
     def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._sampled_hooks and not self.disabled:
             self.session.guard(self._params.snapshot_weights, "updates")()
+            self.session.guard(self._check_step, "provenance")()
+
+    def _check_step(self) -> None:
+        """On a sampled step, before the optimizer applies it: if its loss or gradients
+        are not finite, replay the step's forward now, while the weights are still those
+        of the failing forward, and name the op that made the first NaN/Inf.
+
+        One host sync per sampled step (free on CPU); a healthy run never replays.
+        """
+        if self._replayed or self._last_batch is None:
+            return
+        vals = [v.reshape(()).double() for v in self._params.grad_norms.values()]
+        if self._step_loss is not None:
+            vals.append(self._step_loss.reshape(()).double())
+        if not vals or bool(
+            torch.isfinite(torch.stack([v.to(self._params.device) for v in vals])).all()
+        ):
+            return
+        from gradvitals.torch._provenance import replay
+
+        self._replayed = True
+        args, kwargs = self._last_batch
+        prov = replay(self.model, args, kwargs)
+        self._facts["provenance"] = (
+            prov.to_dict()
+            if prov is not None
+            else {"kind": "forward_finite", "detail": "the forward pass stayed finite on replay"}
+        )
+        self._facts["provenance_step"] = self.step_count
 
     def _on_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._end_step()
@@ -557,6 +622,8 @@ class Monitor:
             )
         if self.disabled or self.closed or "loss" in self.session.off:
             return
+        if self._sampled_hooks and isinstance(loss, torch.Tensor):
+            self.session.guard(self._read_loss_graph, "loss")(loss)
         try:
             if isinstance(loss, torch.Tensor):
                 value = loss.detach()
@@ -583,6 +650,17 @@ class Monitor:
             self._loss_steps.append(target)
         except Exception as e:
             self.session.disable("loss", e)
+
+    def _read_loss_graph(self, loss: torch.Tensor) -> None:
+        """On sampled steps: what the loss did to the output, and whether its target is
+        finite (readable only before ``backward()`` frees the saved tensors)."""
+        fn = loss.grad_fn
+        if fn is None:
+            return
+        self._facts["loss_ops"] = loss_ops(fn)
+        self._batch.add_targets(saved_targets(fn))
+        if self._last_loss_step < self.step_count:  # observed before this step's optimizer step
+            self._step_loss = loss.detach()
 
     def flush(self) -> list[Finding]:
         """Close the pending window now and run the detectors; returns new findings."""
@@ -636,6 +714,8 @@ class Monitor:
                 self._params.commit()
             self._forwards_per_step = max(self._forwards_per_step, self._forwards)
             self._forwards = 0
+            self._backwards = 0
+            self._step_loss = None
             self.session.step_count = t + 1
             if t >= self.session.schedule.last:
                 self._freeze(t)
@@ -669,9 +749,13 @@ class Monitor:
             params=self._params,
             losses=self._losses,
             loss_steps=self._loss_steps,
+            batch=self._batch,
             skipped=self._pending_skipped,
+            facts=self._facts,
         )
         self._pending_skipped = 0
+        self._batch = self._batch.fresh()
+        self._facts = {}
         self._sites = {k: a.fresh() for k, a in self._sites.items()}
         self._params = self._params.fresh()
         self._losses, self._loss_steps = [], []
@@ -714,6 +798,7 @@ class Monitor:
         pieces.append(p.pack())
         loss_vals = torch.stack([v.to(device) for v in w.losses]).double() if w.losses else None
         pieces.append(_pack_loss(loss_vals, device))
+        pieces.append(w.batch.pack(device))
         self._packing_layout = ",".join(live)
         flat = torch.cat(pieces)
         if self._reduce is not None:
@@ -742,7 +827,16 @@ class Monitor:
             layer_order=ranked,
             loss_steps=w.loss_steps,
             skipped_steps=w.skipped,
+            batch_steps=w.batch.steps,
         )
+        record.facts = dict(w.facts)
+        mf = self.session.model_facts
+        outputs = {n: mf["activations"][n] for n in mf.get("output_sites", ())}
+        if outputs:
+            record.facts["output_activations"] = outputs
+        clean_loss = record.loss is None or record.loss.n_nonfinite == 0
+        if clean_loss and not any(lay.n_grad_nonfinite for lay in record.layers.values()):
+            self._replayed = False  # a clean window ends the episode: replay again later
         self._update_coverage(record)
         return record
 
@@ -780,6 +874,20 @@ class Monitor:
             layers_total=len(names),
             layers_measured=len(set(names) & self._measured_layers),
         )
+
+
+def _model_facts(model: nn.Module, acts: dict[str, str]) -> dict[str, Any]:
+    """What remedies must know about the architecture: normalization layers, recurrent
+    modules, and the activation sites after the last affine layer (output activations)."""
+    mods = list(model.named_modules())
+    last_affine = max((i for i, (_, m) in enumerate(mods) if is_affine(m)), default=-1)
+    return {
+        "framework": "torch",
+        "has_normalization": any(is_normalization(m) for _, m in mods),
+        "recurrent": sorted(n for n, m in mods if is_recurrent(m) and n),
+        "output_sites": sorted(n for i, (n, _) in enumerate(mods) if n in acts and i > last_affine),
+        "activations": dict(acts),
+    }
 
 
 def _pack_loss(v: torch.Tensor | None, device: torch.device) -> torch.Tensor:

@@ -85,8 +85,15 @@ class TorchRepairHost:
         self.policy = policy
         self.snapshot = Snapshot(monitor.model, optimizer, offload_to_cpu=policy.offload_to_cpu)
         self.clip: act.GradClip | None = None
+        self.guard: act.StepGuard | None = None
+        self.zeroing = False
         self.generator = torch.Generator().manual_seed(policy.seed)
         self.warned_scheduler = False
+        #: the product of the learning-rate factors applied: multiply a schedule your loop
+        #: sets every step by it, so that ``lower_lr`` holds
+        self.lr_scale = 1.0
+        self._expected_lrs: list[float] | None = None
+        self._overridden = False
 
     @property
     def model(self) -> torch.nn.Module:
@@ -104,6 +111,31 @@ class TorchRepairHost:
     def after_repair(self, applied: Sequence[str]) -> None:
         if any(ACTION_SPECS[n].structural for n in applied):
             self.monitor.replan()
+
+    def check(self) -> list[str]:
+        """Did the loop undo ``lower_lr``? How many steps did ``skip_batch`` skip?"""
+        lines = []
+        if self._expected_lrs is not None and not self._overridden:
+            now = [float(g.get("lr", 0.0)) for g in self.optimizer.param_groups]
+            if any(n > 1.5 * e for n, e in zip(now, self._expected_lrs, strict=False)):
+                self._overridden = True
+                lines.append(
+                    f"your loop set the learning rate back to {now[0]:.3g} after the repair "
+                    f"lowered it to {self._expected_lrs[0]:.3g}: it sets g['lr'] every step. "
+                    "Multiply your schedule by monitor.lr_scale "
+                    f"(now {self.lr_scale:.3g}) so that the repair holds, e.g. "
+                    "g['lr'] = get_lr(it) * monitor.lr_scale"
+                )
+            elif self.policy.scheduler is None:
+                self._expected_lrs = [
+                    min(e, n) for e, n in zip(self._expected_lrs, now, strict=False)
+                ]
+        if self.guard is not None and self.guard.skipped:
+            lines.append(
+                f"skip_batch: skipped {self.guard.skipped} optimizer step(s) whose gradients "
+                "were not finite"
+            )
+        return lines
 
     def incoming(self, f: Finding, ctx: ActionContext) -> tuple[str, Any] | None:
         """The Linear/Conv layer whose outputs are the units of the finding's site."""
@@ -147,7 +179,35 @@ def _lower_lr(host: TorchRepairHost, ctx: ActionContext) -> str | None:
             "RepairPolicy(scheduler=scheduler) so that the lowered learning rate "
             "survives its next step"
         )
-    return act.scale_lr(host.optimizer, p.lr_factor, p.scheduler)
+    done = act.scale_lr(host.optimizer, p.lr_factor, p.scheduler)
+    host.lr_scale *= p.lr_factor
+    host._expected_lrs = [float(g.get("lr", 0.0)) for g in host.optimizer.param_groups]
+    return done
+
+
+@TORCH_ACTIONS.register("skip_batch")
+def _skip_batch(host: TorchRepairHost, ctx: ActionContext) -> str | None:
+    if host.guard is not None:
+        return None  # already skipping: nothing more this action can do
+    host.guard = act.StepGuard()
+    host.monitor.add_permanent_hook(host.guard.install(host.optimizer))
+    return (
+        "skipping every optimizer step whose gradients are not finite (one host sync per "
+        "step from now on), instead of cutting the learning rate"
+    )
+
+
+@TORCH_ACTIONS.register("zero_grad")
+def _zero_grad(host: TorchRepairHost, ctx: ActionContext) -> str | None:
+    if host.zeroing:
+        return None
+
+    def zero(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        optimizer.zero_grad(set_to_none=True)
+
+    host.zeroing = True
+    host.monitor.add_permanent_hook(host.optimizer.register_step_post_hook(zero))
+    return "zeroing the gradients after every optimizer step (optimizer.zero_grad())"
 
 
 @TORCH_ACTIONS.register("clip_grad_norm")

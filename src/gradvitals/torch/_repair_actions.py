@@ -34,6 +34,7 @@ from gradvitals.torch._sites import activation_name_for_module
 
 __all__ = [
     "GradClip",
+    "StepGuard",
     "affine_before",
     "find_incoming",
     "he_gain",
@@ -146,6 +147,47 @@ class GradClip:
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if params:
             torch.nn.utils.clip_grad_norm_(params, self.max_norm)
+
+
+class StepGuard:
+    """An optimizer step pre-hook that skips steps whose gradients are not finite.
+
+    Like an AMP ``GradScaler`` does for inf gradients: the gradients are dropped
+    (``p.grad = None``), so the optimizer leaves every parameter as it is, and the
+    poisoned batch is skipped instead of the whole run being slowed down. Costs one
+    host sync per step; used only once repair found a non-finite batch.
+
+    >>> import torch
+    >>> w = torch.nn.Parameter(torch.ones(2)); opt = torch.optim.SGD([w], lr=1.0)
+    >>> guard = StepGuard(); handle = guard.install(opt)
+    >>> w.grad = torch.tensor([float("nan"), 1.0]); opt.step()
+    >>> w.tolist(), guard.skipped
+    ([1.0, 1.0], 1)
+    """
+
+    def __init__(self) -> None:
+        self.skipped = 0
+        self.handle: Any = None
+
+    def install(self, optimizer: torch.optim.Optimizer) -> Any:
+        self.handle = optimizer.register_step_pre_hook(self)
+        return self.handle
+
+    def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        grads = [p.grad for p in params]
+        if not grads:
+            return
+        dense = [g for g in grads if g is not None and g.layout is torch.strided]
+        ok = (
+            bool(torch.stack([torch.isfinite(n) for n in torch._foreach_norm(dense)]).all())
+            if dense
+            else True
+        )
+        if not ok:
+            for p in params:
+                p.grad = None
+            self.skipped += 1
 
 
 # -- where things are -------------------------------------------------------------------

@@ -1,0 +1,156 @@
+"""What each batch brings in: finiteness and scale of the inputs, stale gradients, bad targets.
+
+Cheap evidence for the *cause* of a failure, kept on the device like every other
+statistic (no host sync):
+
+- every training forward: is the batch's first floating-point input finite? One
+  ``isfinite().all()`` per step, so a poisoned batch is named even when it arrives on a
+  step that is not sampled;
+- sampled steps: the input's largest magnitude and root-mean-square (unscaled data);
+  whether the first backward after an optimizer step began on gradients left from that
+  step (a missing ``optimizer.zero_grad()``; gradient accumulation, where ``step()``
+  runs every k backward passes, starts each step on empty gradients and is not
+  flagged); whether the loss's target tensor held a NaN/Inf (read from the loss's
+  autograd graph when the loss is observed before ``backward()``).
+
+>>> import torch
+>>> acc = BatchAccumulator()
+>>> acc.add_input(torch.tensor([[1.0, float("nan")]]), step=3, sampled=True)
+>>> acc.add_input(torch.tensor([[3.0, 4.0]]), step=4, sampled=True)
+>>> packed = acc.pack(torch.device("cpu"))
+>>> packed[:4].tolist()  # forwards, bad forwards, index of the first bad one, max |x|
+[2.0, 1.0, 0.0, 4.0]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gradvitals.stats._table import BATCH_FIELDS
+
+__all__ = ["BatchAccumulator", "first_float_input", "saved_targets"]
+
+
+def first_float_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """The first floating-point tensor among a forward's positional and keyword inputs."""
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor) and a.is_floating_point() and a.layout is torch.strided:
+            return a
+    return None
+
+
+def saved_targets(grad_fn: Any, depth: int = 4) -> list[torch.Tensor]:
+    """The ``target`` tensors a loss's autograd nodes saved (``mse_loss``, ``nll_loss``,
+    ``binary_cross_entropy_with_logits``...), searching ``depth`` nodes from the loss.
+
+    Saved tensors are freed by ``backward()``: read them before it, else nothing is found.
+    """
+    out: list[torch.Tensor] = []
+    frontier = [grad_fn] if grad_fn is not None else []
+    seen: set[int] = set()
+    for _ in range(depth):
+        nxt = []
+        for node in frontier:
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            try:
+                t = getattr(node, "_saved_target", None)
+            except RuntimeError:  # freed by backward()
+                t = None
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                out.append(t)
+            nxt += [f for f, _ in getattr(node, "next_functions", ())]
+        frontier = nxt
+    return out
+
+
+def loss_ops(grad_fn: Any, depth: int = 6) -> list[str]:
+    """The names of a loss's autograd nodes, breadth first from the loss (``LogBackward0``,
+    ``SoftmaxBackward0``...): what the loss computation did to the model's output."""
+    names: list[str] = []
+    frontier = [grad_fn] if grad_fn is not None else []
+    seen: set[int] = set()
+    for _ in range(depth):
+        nxt = []
+        for node in frontier:
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            names.append(type(node).__name__)
+            nxt += [f for f, _ in getattr(node, "next_functions", ())]
+        frontier = nxt
+    return names
+
+
+class BatchAccumulator:
+    """One window's batch evidence, on the device."""
+
+    def __init__(self) -> None:
+        self.bad: list[torch.Tensor] = []  # per forward: input not finite
+        self.steps: list[int] = []  # per forward: its step
+        self.abs_max: list[torch.Tensor] = []  # sampled forwards
+        self.sq_sum: list[torch.Tensor] = []
+        self.count = 0
+        self.stale: list[torch.Tensor] = []  # sampled first backwards: gradients not zeroed
+        self.target_bad: list[torch.Tensor] = []
+
+    def fresh(self) -> BatchAccumulator:
+        return BatchAccumulator()
+
+    @torch.no_grad()
+    def add_input(self, x: torch.Tensor, step: int, sampled: bool) -> None:
+        x = x.detach()
+        if not x.numel():
+            return
+        self.bad.append(~torch.isfinite(x).all())
+        self.steps.append(step)
+        if sampled:  # the scale of the finite values
+            a = x.float().abs().nan_to_num_(0.0, 0.0, 0.0)
+            self.abs_max.append(a.amax())
+            self.sq_sum.append(a.square().sum())
+            self.count += x.numel()
+
+    @torch.no_grad()
+    def add_stale(self, grad: torch.Tensor) -> None:
+        """The gradient buffer found at the start of a step's first backward."""
+        g = grad.detach()
+        if g.layout is not torch.strided:
+            g = g.coalesce().values() if g.layout is torch.sparse_coo else g.to_dense()
+        self.stale.append((g != 0).any())
+
+    @torch.no_grad()
+    def add_targets(self, targets: list[torch.Tensor]) -> None:
+        for t in targets:
+            self.target_bad.append(~torch.isfinite(t).all())
+
+    def pack(self, device: torch.device) -> torch.Tensor:
+        """The window's segment in :data:`BATCH_FIELDS` order (float64, on ``device``)."""
+        f64 = torch.float64
+        inf = float("inf")
+
+        def full(v: float) -> torch.Tensor:
+            return torch.full((), v, dtype=f64, device=device)
+
+        def stack(ts: list[torch.Tensor]) -> torch.Tensor:
+            return torch.stack([t.to(device) for t in ts]).to(f64)
+
+        values = {f.name: full(0.0) for f in BATCH_FIELDS}
+        values["batch_steps"] = full(float(len(self.bad)))
+        values["first_input_nonfinite"] = full(inf)
+        if self.bad:
+            bad = stack(self.bad)
+            idx = torch.arange(len(self.bad), dtype=f64, device=device)
+            values["input_nonfinite"] = bad.sum()
+            values["first_input_nonfinite"] = torch.where(bad > 0, idx, inf).min()
+        if self.abs_max:
+            values["input_abs_max"] = stack(self.abs_max).amax()
+            values["input_sq_sum"] = stack(self.sq_sum).sum()
+            values["input_count"] = full(float(self.count))
+        if self.stale:
+            values["stale_grad"] = stack(self.stale).amax()
+        if self.target_bad:
+            values["target_nonfinite"] = stack(self.target_bad).amax()
+        return torch.stack([values[f.name] for f in BATCH_FIELDS])

@@ -2,6 +2,7 @@
 
 from gradvitals.detectors._base import Detector as Detector
 from gradvitals.detectors._base import EdgeTrigger as EdgeTrigger
+from gradvitals.detectors._cascade import nest as nest
 from gradvitals.detectors._diverged import DivergedPlateauDetector as DivergedPlateauDetector
 from gradvitals.detectors._dying_relu import DyingReluDetector as DyingReluDetector
 from gradvitals.detectors._exploding import ExplodingGradientDetector as ExplodingGradientDetector

@@ -12,9 +12,10 @@ remain roots. The rules, in order:
    dead units are the same units as another dying-ReLU finding's (same unit count,
    dead index sets with a Jaccard overlap of at least :data:`SAME_UNITS`) is one
    failure seen twice: the ReLU module's output ``layer4.1.relu`` and the input of
-   the layer after it (``fc``, behind a pooling). The output site is kept (it names
-   the activation), or else the first site in forward order, or else the finding
-   made first; the other is nested under it.
+   the layer after it (``fc``, behind a pooling). The twin is looked for in the same
+   window and among earlier findings still open (rule 3). The output site is kept
+   (it names the activation), or else the first site in forward order, or else the
+   finding made first; the other is nested under it.
 2. **Instability explains its aftermath** (``aftermath``). A finding of kind ``k``
    is a consequence of an open root ``r`` when ``k`` is in :data:`EFFECTS` ``[r.kind]``,
    the root came first (``r.step <= f.step``; in the same window by
@@ -31,9 +32,10 @@ remain roots. The rules, in order:
      dead or saturated layer cuts the gradient, as the suite already assumes in one
      window) and a stalled net (every unit dead);
    - ``nonfinite``, ``vanishing_gradient`` and ``stalled`` explain nothing.
-3. **A root is open** while its damage lasts: the window is within :data:`GAP`
-   windows of the root's latest step (its own, or its latest consequence's), or the
-   window's loss is non-finite or still above ``1.1 x`` the loss before the root
+3. **A root is open** while its damage lasts: the window ends within :data:`GAP`
+   window lengths (of the window just closed) of the root's latest step (its own,
+   or its latest consequence's), or the window's loss is non-finite or still more
+   than 10% of its magnitude above the loss before the root
    (``evidence["loss_before"]``, ``"loss_median"`` or ``"first_loss"``, the first
    present). A run that recovered and fails much later starts a new root.
 4. A consequence attaches to the **earliest** open root that explains it, so a

@@ -95,6 +95,7 @@ def test_stalled_tiny_gradients_without_measured_steps_are_no_gradient() -> None
         ("one layer still learns", dict(update=1e-3, layers=1), 2.3),
         ("gradients unmeasured but weights move", dict(has_grad=False, update=1e-3), 2.3),
         ("a gradient with no measured step", dict(update=None), 2.3),
+        ("neither gradients nor steps measured", dict(has_grad=False, update=None), 2.3),
     ],
 )
 def test_stalled_is_quiet_when_something_moves(name: str, kw: dict[str, Any], loss: float) -> None:

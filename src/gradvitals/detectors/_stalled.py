@@ -3,8 +3,8 @@
 A layer is *still* in a window when
 
 - its gradient is exactly 0 (whatever weight decay does to it), or it received none
-  and its weights did not move either (a step without a gradient means the hooks
-  missed it), or
+  and its measured step is 0 (a step without a gradient means the hooks missed it;
+  with neither measured nothing is known and the layer does not count as still), or
 - its step is measured and at most ``stall_update_ratio`` (1e-6) of its weights,
   :math:`\\|\\Delta w\\|_2 \\le 10^{-6}\\,\\|w\\|_2`, or
 - its step is not measured and its gradient is at most ``stall_update_ratio`` of its
@@ -63,8 +63,10 @@ def layer_motion(lay: LayerStats, ratio: float) -> tuple[bool, bool]:
     """``(no_gradient, still)`` of one layer in one window, at threshold ``ratio``.
 
     ``no_gradient``: no gradient, or one of at most ``ratio`` of the weight norm.
-    ``still``: no gradient at all (none, or exactly 0), or a measured step of at most
-    ``ratio`` of the weights, or (step not measured) ``no_gradient``.
+    ``still``: a gradient of exactly 0 (whatever weight decay does); or no gradient
+    and a measured step of at most ``ratio`` of the weights (with neither measured
+    nothing is known: not still); or a gradient and a measured step of at most
+    ``ratio``; or, the step not measured, a gradient of at most ``ratio``.
 
     >>> layer_motion(LayerStats("fc", grad_norm=0.0, weight_norm=1.0, update_norm=3e-4), 1e-6)
     (True, True)
@@ -72,20 +74,19 @@ def layer_motion(lay: LayerStats, ratio: float) -> tuple[bool, bool]:
     (False, True)
     >>> layer_motion(LayerStats("fc", grad_norm=0.3, weight_norm=1.0), 1e-6)  # no step measured
     (False, False)
+    >>> layer_motion(LayerStats("fc", weight_norm=1.0, has_grad=False), 1e-6)  # nothing measured
+    (True, False)
     """
     w = lay.weight_norm if _finite(lay.weight_norm) else 0.0
-    g = lay.grad_norm
-    absent = not lay.has_grad or g == 0.0
-    no_gradient = absent or (_finite(g) and g <= ratio * w)
-    if absent:
-        # a weight-decay step of a layer without gradient does not learn (AdamW
-        # shrinks it); a layer without gradient whose weights move was not seen
-        # by the hooks, so only a step is evidence here
-        u = lay.update_norm
-        if lay.has_grad or not _finite(u):
-            return no_gradient, True
-        return no_gradient, u <= ratio * w
-    u = lay.update_norm
+    g, u = lay.grad_norm, lay.update_norm
+    if lay.has_grad and g == 0.0:
+        # measured zero: a weight-decay step (AdamW shrinks every weight) is no learning
+        return True, True
+    if not lay.has_grad:
+        # no gradient seen: only a measured step tells a cut graph (no step) from hooks
+        # that missed the gradient (the weights move)
+        return True, _finite(u) and u <= ratio * w
+    no_gradient = _finite(g) and g <= ratio * w
     if _finite(u):
         return no_gradient, u <= ratio * w
     return no_gradient, no_gradient

@@ -428,10 +428,6 @@ def test_pre_flight_lint_is_quiet_on_the_healthy_models() -> None:
 # -- 2. injected failures --------------------------------------------------------------------
 
 _CAUSES_UNBUILT = "no detector sets Finding.cause yet (every cause is 'unknown')"
-_PLATEAU_UNBUILT = (
-    "lr 100x under Adam: the loss jumps, then sits at or above its start without NaN; "
-    "neither the diverged_plateau/stalled detectors (not built) nor exploding (loss < 10x) fire"
-)
 _ZERO_GRAD_UNBUILT = (
     "a forgotten zero_grad under Adam only piles gradients up (their norm grows about "
     "linearly while the loss still falls); nothing detects missing_zero_grad yet"
@@ -473,7 +469,6 @@ def test_gpt2_forgotten_zero_grad_is_named() -> None:
     assert Cause.MISSING_ZERO_GRAD.value in causes(gpt2_no_zero_grad())
 
 
-@pytest.mark.xfail(strict=True, reason=_PLATEAU_UNBUILT)
 def test_gpt2_lr_100x_is_found() -> None:
     run = gpt2_lr_100x()
     assert found(
@@ -574,7 +569,6 @@ def test_vit_nan_input_batch_is_named() -> None:
     assert hit.cause is Cause.NONFINITE_INPUT
 
 
-@pytest.mark.xfail(strict=True, reason=_PLATEAU_UNBUILT)
 def test_vit_lr_100x_is_found() -> None:
     run = run_vit(FAIL_STEPS, lr=0.3)
     assert found(
@@ -589,7 +583,6 @@ def test_vit_lr_100x_is_found() -> None:
 # LSTM and GRU -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=_PLATEAU_UNBUILT)
 def test_lstm_lr_100x_is_found() -> None:
     run = run_rnn("lstm", FAIL_STEPS, lr=1.0)
     assert found(

@@ -2,6 +2,8 @@
 
 from gradvitals.detectors._base import Detector as Detector
 from gradvitals.detectors._base import EdgeTrigger as EdgeTrigger
+from gradvitals.detectors._cascade import nest as nest
+from gradvitals.detectors._diverged import DivergedPlateauDetector as DivergedPlateauDetector
 from gradvitals.detectors._dying_relu import DyingReluDetector as DyingReluDetector
 from gradvitals.detectors._exploding import ExplodingGradientDetector as ExplodingGradientDetector
 from gradvitals.detectors._exploding import suggest_clip_norm as suggest_clip_norm
@@ -11,5 +13,6 @@ from gradvitals.detectors._output_activation import (
     OutputActivationDetector as OutputActivationDetector,
 )
 from gradvitals.detectors._saturation import SaturationDetector as SaturationDetector
+from gradvitals.detectors._stalled import StalledDetector as StalledDetector
 from gradvitals.detectors._thresholds import Thresholds as Thresholds
 from gradvitals.detectors._vanishing import VanishingGradientDetector as VanishingGradientDetector

@@ -280,3 +280,67 @@ _r(
     "optimizer = torch.optim.SGD(model.parameters(), lr=...)  # after building this model",
     "model.trainable = True  # and compute the loss from model(x) inside the GradientTape",
 )
+# -- stalled and diverged_plateau (issue 12, item 3) ---------------------------------------
+_r(
+    "check_graph",
+    "Connect the loss to the parameters",
+    "No gradient reached any parameter: something between the parameters and the loss "
+    "cut the autograd graph (.item(), .detach(), .numpy(), torch.no_grad(), a new tensor "
+    "built from the loss value), or the output is constant (a softmax over one unit). "
+    "loss.grad_fn is None, or every p.grad is None or 0, after backward().",
+    "loss.backward()\n"
+    "print(loss.grad_fn)  # None: the graph was cut before the loss\n"
+    "print([n for n, p in model.named_parameters() if p.requires_grad "
+    "and (p.grad is None or not p.grad.any())])",
+    "with tf.GradientTape() as tape:\n"
+    "    loss = loss_fn(y, model(x, training=True))\n"
+    "grads = tape.gradient(loss, model.trainable_variables)\n"
+    "print([v.path for v, g in zip(model.trainable_variables, grads) if g is None])",
+)
+_r(
+    "unfreeze",
+    "Make the parameters trainable and give them to the optimizer",
+    "Frozen parameters (requires_grad=False, trainable=False) and parameters missing from "
+    "the optimizer never change; an optimizer built before the model was replaced or "
+    "moved updates the old tensors.",
+    "for p in model.parameters():\n"
+    "    p.requires_grad_(True)\n"
+    "optimizer = torch.optim.AdamW(model.parameters(), lr=lr)  # after model.to(device)",
+    "model.trainable = True  # then compile again: model.compile(...)\n"
+    "print(len(model.trainable_variables))",
+)
+_r(
+    "check_lr",
+    "Check the learning rate the optimizer actually uses",
+    "Gradients arrive but the weights do not move: the step size is about 0 (lr=0, a "
+    "warm-up that starts at 0 and never rises, a scheduler stepped with the wrong unit, "
+    "a factor applied twice).",
+    "print([g['lr'] for g in optimizer.param_groups])  # at several steps",
+    "print(float(model.optimizer.learning_rate))  # at several steps",
+)
+_r(
+    "lr_warmup",
+    "Warm the learning rate up over the first steps",
+    "Adam's first steps move every weight by about the learning rate, whatever the "
+    "gradient's scale; without a warm-up they can throw a transformer out of its basin "
+    "for good (Liu et al. 2020; Xiong et al. 2020).",
+    "scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / {warmup}))\n"
+    "# call scheduler.step() after every optimizer.step()",
+    "lr = keras.optimizers.schedules.CosineDecay(0.0, decay_steps=total_steps, "
+    "warmup_target=peak_lr, warmup_steps={warmup})\n"
+    "optimizer = keras.optimizers.Adam(learning_rate=lr)",
+    warmup=1000,
+)
+_r(
+    "restore_checkpoint",
+    "Resume from a checkpoint saved before the jump",
+    "A run knocked off its basin rarely finds its way back: the loss stays high without "
+    "a NaN. Go back to weights from before the jump and continue with a lower learning "
+    "rate (or a warm-up), rather than training on from the plateau.",
+    "state = torch.load(path)\n"
+    "model.load_state_dict(state['model']); optimizer.load_state_dict(state['optimizer'])\n"
+    "for g in optimizer.param_groups: g['lr'] *= 0.1",
+    "model.load_weights(path)\n"
+    "model.optimizer.learning_rate = float(model.optimizer.learning_rate) * 0.1",
+)
+# -- end of stalled and diverged_plateau --------------------------------------------------

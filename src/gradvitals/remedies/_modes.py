@@ -32,11 +32,13 @@ from typing import Any
 
 from gradvitals.detectors import (
     Detector,
+    DivergedPlateauDetector,
     DyingReluDetector,
     ExplodingGradientDetector,
     NonfiniteDetector,
     OutputActivationDetector,
     SaturationDetector,
+    StalledDetector,
     Thresholds,
     VanishingGradientDetector,
     has_nonfinite,
@@ -358,3 +360,36 @@ register_mode(
         remedies=("normalize_data",),
     )
 )
+# -- stalled and diverged_plateau (issue 12, item 3) ---------------------------------------
+register_mode(
+    ModeSpec(
+        _T.STALLED,
+        urgency=5,  # nothing trains at all: right after NaNs
+        summary="the loss stays at its start while nothing moves anywhere",
+        detector=StalledDetector,
+        run_order=50,
+        remedies=("check_graph", "unfreeze", "check_lr", "remove_output_activation"),
+        by_cause={
+            Cause.NO_GRADIENT: ("fix_graph", "check_graph", "unfreeze", "remove_output_activation"),
+            Cause.LEARNING_RATE: ("check_lr", "unfreeze"),
+        },
+        # no repair action fits: a cut graph, a frozen model or lr=0 is a code change
+    )
+)
+register_mode(
+    ModeSpec(
+        _T.DIVERGED_PLATEAU,
+        urgency=15,  # after exploding: the run survives, at a useless loss
+        summary="the loss jumped far above its best and stays there, without a NaN",
+        detector=DivergedPlateauDetector,
+        run_order=60,
+        remedies=("lower_lr", "lr_warmup", "restore_checkpoint", "clip_grad_norm"),
+        by_cause={
+            Cause.LEARNING_RATE: ("lower_lr", "lr_warmup", "restore_checkpoint"),
+            Cause.UNKNOWN: ("restore_checkpoint", "lower_lr"),
+        },
+        # roll back to the last snapshot from before the jump, then a smaller step
+        repair_actions=("lower_lr", "clip_grad_norm", "lower_lr"),
+    )
+)
+# -- end of stalled and diverged_plateau --------------------------------------------------

@@ -11,7 +11,8 @@ same window (a dead or saturated layer also cuts the gradient to the layers belo
 >>> suite.update(WindowRecord(0, 0, 9))
 []
 >>> sorted(suite.state_dict())
-['dying_relu', 'exploding_gradient', 'nonfinite', 'output_activation', 'saturation', 'vanishing_gradient']
+['diverged_plateau', 'dying_relu', 'exploding_gradient', 'nonfinite', 'output_activation',
+ 'saturation', 'stalled', 'vanishing_gradient']
 """
 
 from __future__ import annotations

@@ -81,9 +81,10 @@ def test_a_dying_run_is_found(caplog: pytest.LogCaptureFixture) -> None:
         _fit(Regressor(lr=1.0), cb, max_steps=30)
     assert cb.monitor is not None and cb.monitor.closed
     assert cb.monitor.step_count == 30
-    kinds = {(f.kind.value, f.layer) for f in cb.monitor.findings}
+    # Adam at lr=1: the gradients explode, and the dead units are nested under that root
+    kinds = {(g.kind.value, g.layer) for f in cb.monitor.findings for g in f.walk()}
     assert ("dying_relu", "net.3") in kinds
-    assert "dying_relu" in caplog.text
+    assert cb.monitor.findings[0].kind.value in caplog.text
     # names are the LightningModule's, and every window has sites: one per call position
     assert list(cb.monitor.history[-1].layers) == ["net.0", "net.2", "net.4"]
     assert all(set(r.sites) <= {"net.1", "net.3"} for r in cb.monitor.history)

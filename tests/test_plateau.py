@@ -300,7 +300,7 @@ def test_both_modes_are_registered_with_detectors_remedies_and_causes() -> None:
         urgency("exploding_gradient") < urgency("diverged_plateau") < urgency("vanishing_gradient")
     )
     assert not stalled.repairable and diverged.repair_actions[0] == "lower_lr"
-    assert remedies_for("stalled", Cause.NO_GRADIENT)[0].key == "check_graph"
+    assert remedies_for("stalled", Cause.NO_GRADIENT)[0].key == "fix_graph"
     assert remedies_for("stalled", Cause.LEARNING_RATE)[0].key == "check_lr"
     assert remedies_for("diverged_plateau", Cause.UNKNOWN)[0].key == "restore_checkpoint"
     keras = remedies_for("diverged_plateau", Cause.LEARNING_RATE, framework="keras")
@@ -401,7 +401,7 @@ def test_a_detached_lstm_loss_stalls_for_no_gradient() -> None:
     assert new_modes(run_) == [("stalled", "no_gradient")]
     (f,) = run_.monitor.findings
     assert f.step == 6  # windows [0], [1, 2], [3..6]: the third stalled window
-    assert f.remedies[0].key == "check_graph"
+    assert f.remedies[0].key == "fix_graph"
     assert lstm(lr=1e-2).monitor.findings == []
 
 

@@ -151,7 +151,7 @@ def test_dying_relu_is_repaired() -> None:
     acc, monitor = fit(model, opt, epochs=8, repair=True)
     assert monitor is not None
     assert actions(monitor)[0] == ("dying_relu", "lower_lr")
-    assert "lr 0.5 -> 0.05; the findings also named 3, 5, 7" in monitor.repairs[0]["reason"]
+    assert "lr 0.5 -> 0.05; the findings also named 3, 5" in monitor.repairs[0]["reason"]
     assert_ends_healthy(monitor)
     assert acc >= acc_ok - 0.05, (acc, acc_ok)
 

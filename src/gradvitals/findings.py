@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -210,6 +211,18 @@ class Finding:
     final: bool = False
     cause: Cause = Cause.UNKNOWN
     consequences: list[Finding] = field(default_factory=list)
+
+    def walk(self) -> Iterator[Finding]:
+        """This finding, then its consequences (and theirs), depth first.
+
+        >>> root = Finding(FailureMode.EXPLODING_GRADIENT, None, 40, "norm x100")
+        >>> root.consequences.append(Finding(FailureMode.DYING_RELU, "net.1", 60, "dead"))
+        >>> [f.kind.value for f in root.walk()]
+        ['exploding_gradient', 'dying_relu']
+        """
+        yield self
+        for c in self.consequences:
+            yield from c.walk()
 
     def __str__(self) -> str:
         where = f" in {self.layer}" if self.layer else ""

@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from gradvitals.detectors import Thresholds
+from gradvitals.detectors import Thresholds, nest
 from gradvitals.errors import UsageError
 from gradvitals.findings import Cause, Finding
 from gradvitals.remedies import RepairPolicy, remedies_for
@@ -241,6 +241,15 @@ class Session:
             lead = self._diagnose(f, record)
             if not f.remedies:
                 f.remedies = self.remedies(f, clip_norm=clip, lead=lead, record=record)
+        # one root per cause: consequences (dead units and NaNs after an explosion, the
+        # same units under two names) are nested under the finding that explains them
+        roots = nest(new, self.findings, record)
+        kept = {id(f) for f in roots}
+        for f in new:
+            if id(f) not in kept and self.is_main_process:
+                log.info("%s (a consequence of an earlier finding)", format_finding(f))
+        consequences = len(new) - len(roots)
+        new = roots
         self.history.append(record)
         if self.history_limit is not None and len(self.history) > self.history_limit:
             del self.history[: len(self.history) - self.history_limit]
@@ -251,7 +260,7 @@ class Session:
         if self.repair is not None:
             if new:
                 finals = self.repair.on_findings(new, record)
-            else:
+            elif not consequences:  # a window with only consequences is not healthy either
                 self.repair.on_healthy(record)
         self.findings.extend(finals)
         for f in finals:

@@ -38,7 +38,7 @@ from gradvitals.session import Coverage, Session
 from gradvitals.stats import LayerInfo, Layout, SiteInfo, WindowRecord, assemble_record
 from gradvitals.stats._table import LOSS_FIELDS
 from gradvitals.torch._batch import BatchAccumulator, first_float_input, loss_ops, saved_targets
-from gradvitals.torch._modules import is_affine, is_normalization, is_recurrent
+from gradvitals.torch._modules import is_normalization, is_recurrent
 from gradvitals.torch._params import LayerTable, ParamAccumulator
 from gradvitals.torch._sites import SiteAccumulator, plan_sites
 
@@ -187,6 +187,7 @@ class Monitor:
         self._backwards = 0  # backward passes of the watched parameter since the last step
         self._facts: dict[str, Any] = {}  # the open window's host facts (provenance...)
         self._replayed = False  # one provenance replay per failure episode
+        self._first_log: list[tuple[str, str]] | None = None
         self._step_loss: torch.Tensor | None = None  # this step's loss, observed pre-step
         self._pending: _Frozen | None = None  # a full window waiting for its last loss
         self._forwards = 0  # training forward passes since the last optimizer step
@@ -397,6 +398,7 @@ class Monitor:
         if self._layer_order is None:
             order: list[str] = []
             self._layer_order = order
+            self._first_log = []  # the first sampled forward's calls, for the output sites
             owners = set(self._table.names)
             for name, mod in modules.items():
                 key = name or type(mod).__name__
@@ -417,6 +419,8 @@ class Monitor:
             self._forwards += 1
             if self._forwards > self.every + 4 * self._forwards_per_step:
                 self._stuck()
+            if self._first_log:
+                self._settle_output_sites()
             sampled = bool(self._sampled_hooks)
             x = first_float_input(args, kwargs)
             if x is not None and _has_storage(x):
@@ -465,6 +469,8 @@ class Monitor:
             acc = self._site(name, act, "output", conv_like)
             acc.add(out, eps)
             self._produced.add(out.data_ptr())
+            if self._first_log is not None:
+                self._first_log.append(("site", name))
 
         return self.session.guard(body, "activations")
 
@@ -515,8 +521,18 @@ class Monitor:
             order = self._layer_order
             if order is not None and key not in order:
                 order.append(key)
+            if self._first_log is not None:
+                self._first_log.append(("layer", key))
 
         return self.session.guard(body)
+
+    def _settle_output_sites(self) -> None:
+        """From the first sampled forward's calls: the activation sites called after the
+        last weight layer (an activation on the model's output)."""
+        log_, self._first_log = self._first_log or [], None
+        last = max((i for i, (kind, _) in enumerate(log_) if kind == "layer"), default=-1)
+        outputs = sorted({name for kind, name in log_[last + 1 :] if kind == "site"})
+        self.session.model_facts["output_sites"] = outputs
 
     def _unmeasurable(self, name: str, x: torch.Tensor) -> bool:
         """True (and the reason noted) for activations no statistic can be taken of."""
@@ -830,6 +846,8 @@ class Monitor:
             batch_steps=w.batch.steps,
         )
         record.facts = dict(w.facts)
+        if self._first_log:
+            self._settle_output_sites()
         mf = self.session.model_facts
         outputs = {n: mf["activations"][n] for n in mf.get("output_sites", ())}
         if outputs:
@@ -880,12 +898,11 @@ def _model_facts(model: nn.Module, acts: dict[str, str]) -> dict[str, Any]:
     """What remedies must know about the architecture: normalization layers, recurrent
     modules, and the activation sites after the last affine layer (output activations)."""
     mods = list(model.named_modules())
-    last_affine = max((i for i, (_, m) in enumerate(mods) if is_affine(m)), default=-1)
     return {
         "framework": "torch",
         "has_normalization": any(is_normalization(m) for _, m in mods),
         "recurrent": sorted(n for n, m in mods if is_recurrent(m) and n),
-        "output_sites": sorted(n for i, (n, _) in enumerate(mods) if n in acts and i > last_affine),
+        "output_sites": [],  # known after the first sampled forward (the call order)
         "activations": dict(acts),
     }
 

@@ -32,7 +32,7 @@ written, so its weights are bitwise identical to an unwatched run's.
 (0, [])
 >>> sorted(TORCH_ACTIONS.names())  # doctest: +NORMALIZE_WHITESPACE
 ['add_norm', 'clip_grad_norm', 'leaky_variant', 'lower_lr', 'reinit_dead', 'relu_he',
- 'xavier_init']
+ 'skip_batch', 'xavier_init', 'zero_grad']
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ __all__ = ["TensorBoardSink", "scalars_layout"]
 
 _uid = itertools.count()
 
+
 def _rx(section: str) -> str:
     """The regex of one statistic's tags: ``^gradvitals/<section>/``."""
     return "^" + re.escape(T.namespaced(section + "/"))
@@ -69,7 +70,10 @@ LAYOUT: tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
             ("global gradient norm", (_rx("grad_norm_total"),)),
         ),
     ),
-    ("Update ratios", (("update / weight norm per layer (healthy ~1e-3)", (_rx("update_ratio"),)),)),
+    (
+        "Update ratios",
+        (("update / weight norm per layer (healthy ~1e-3)", (_rx("update_ratio"),)),),
+    ),
 )
 
 

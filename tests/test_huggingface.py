@@ -166,7 +166,7 @@ class StepLosses(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         def keep(module: nn.Module, inputs: Any, out: Any) -> None:
             if module.training:
-                self.micro.append(float(out["loss"]))
+                self.micro.append(float(out["loss"].detach()))
 
         self.hook = kw["model"].register_forward_hook(keep)
 
@@ -299,3 +299,65 @@ def test_a_healthy_run_with_repair_is_untouched(tmp_path: Path) -> None:
     assert cb.monitor is not None and cb.monitor.repairs == [] and cb.monitor.findings == []
     a, b = plain.model.state_dict(), repaired.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_model_without_a_loss_falls_back_to_the_logged_loss(tmp_path: Path) -> None:
+    # the loss is computed outside the model (a custom compute_loss): the forward hook
+    # sees none, and the loss comes from on_log, every logging_steps=2 steps
+    class Logits(Regressor):
+        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"logits": self.net(x)}
+
+    class OwnLoss(Trainer):
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kw: Any):  # type: ignore[no-untyped-def]
+            labels = inputs.pop("labels")
+            out = model(**inputs, labels=labels)
+            loss = (out["logits"] - labels).pow(2).mean()
+            return (loss, out) if return_outputs else loss
+
+    cb, logs = VitalsCallback(every=4, lint=False), Logs()
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=32,
+        max_steps=12,
+        learning_rate=1e-2,
+        logging_steps=2,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+    )
+    OwnLoss(model=Logits(), args=args, train_dataset=Rows(), callbacks=[cb, logs]).train()
+    assert cb.monitor is not None
+    logged = [d["loss"] for d in logs.logs if "loss" in d]
+    assert len(logged) == 6
+    seen = [rec.loss.count for rec in cb.monitor.history if rec.loss is not None]
+    assert sum(seen) == len(logged)
+
+
+def test_a_restored_callback_keeps_the_functions_and_sinks_of_the_one_it_replaces(
+    tmp_path: Path,
+) -> None:
+    cb = VitalsCallback(every=4, lint=False)
+    _train(tmp_path, [cb], max_steps=8, learning_rate=1e-2, save_strategy="steps", save_steps=8)
+    windows: list[int] = []
+    fresh = VitalsCallback(
+        every=4, lint=False, on_window=lambda rec, found: windows.append(rec.step)
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=32,
+        max_steps=16,
+        learning_rate=1e-2,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+        restore_callback_states_from_checkpoint=True,
+    )
+    trainer = Trainer(model=Regressor(), args=args, train_dataset=Rows(), callbacks=[fresh])
+    trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-8"))
+    restored = next(c for c in trainer.callback_handler.callbacks if isinstance(c, VitalsCallback))
+    assert restored is not fresh and restored.restored  # the Trainer rebuilt it from JSON
+    assert restored.monitor is not None and restored.monitor.step_count == 16
+    assert windows and windows == [r.step for r in restored.monitor.history if r.step >= 8]

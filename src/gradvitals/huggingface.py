@@ -43,6 +43,7 @@ import dataclasses
 import json
 import logging
 import sys
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -67,9 +68,10 @@ __all__ = ["VitalsCallback"]
 
 log = logging.getLogger("gradvitals")
 
-#: What a callback restored from a checkpoint cannot get from JSON: the sinks,
-#: functions and policy of the last callback made by user code.
-_last_extras: dict[str, Any] = {}
+#: The callback made last. The Trainer rebuilds a callback from a checkpoint's JSON
+#: right after the one it replaces was made, while that one is still alive: the
+#: rebuilt callback takes from it what JSON cannot hold (sinks, functions, policy).
+_latest: weakref.ref[VitalsCallback] | None = None
 
 
 def _unwrap(obj: Any, attr: str, kind: type | None = None) -> Any:
@@ -185,9 +187,8 @@ class VitalsCallback(TrainerCallback, ExportableState):
         )
         if policy is not None:
             as_policy(policy)  # a bad policy is an error now, not at train()
-        if any(v for v in self.extras.values()):
-            _last_extras.clear()
-            _last_extras.update(self.extras)
+        global _latest
+        self._previous, _latest = _latest, weakref.ref(self)
         self.monitor: Monitor | None = None
         self.saved_state: dict[str, Any] | None = None  # restored by the Trainer
         #: the ``report_to`` integration callbacks the vital signs go to
@@ -209,8 +210,9 @@ class VitalsCallback(TrainerCallback, ExportableState):
         # set by the Trainer after rebuilding this callback from its JSON args: take the
         # non-JSON options (sinks, functions, policy) of the callback it replaces
         self._restored = bool(value)
-        if value and not any(v for v in self.extras.values()):
-            self.extras = dict(_last_extras)
+        previous = self._previous() if self._previous is not None else None
+        if value and isinstance(previous, VitalsCallback) and previous is not self:
+            self.extras = dict(previous.extras)
 
     # -- events -------------------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

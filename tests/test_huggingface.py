@@ -251,6 +251,7 @@ def test_vital_signs_reach_the_report_to_integrations(tmp_path: Path) -> None:
     _train(tmp_path, [cb], max_steps=30, max_grad_norm=0.0, report_to=["tensorboard"])
     assert cb.monitor is not None and cb.monitor.findings
     assert [type(c).__name__ for c in cb.integrations] == ["TensorBoardCallback"]
+    assert len(list((tmp_path / "runs").rglob("events.out.tfevents.*"))) == 1  # none after the end
     scalars = _event_scalars(tmp_path / "runs")
     # the Trainer's global_step counts finished steps: a window's last step + 1
     history = cb.monitor.history

@@ -17,7 +17,8 @@ Wiring only; the :class:`~gradvitals.torch.Monitor` does the work. Where it hook
   sampled step the weights are copied at the step's first forward, which makes the
   update ratio that of the whole step;
 - ``on_step_end`` (once per optimizer step, after ``gradient_accumulation_steps``
-  micro-batches) closes the step;
+  micro-batches) closes the step; at the last step it also closes the last, partial
+  window, while the ``report_to`` integrations are still open;
 - findings and outputs come from the world's process zero only
   (``state.is_world_process_zero``); under DDP every rank decides on statistics
   combined across ranks (see ``docs/scale-out.md``);
@@ -281,6 +282,10 @@ class VitalsCallback(TrainerCallback, ExportableState):
         monitor.step()
         if monitor.should_stop:
             control.should_training_stop = True
+        if control.should_training_stop:  # the last step (max_steps, or a stop)
+            # close the last, partial window now: at on_train_end the report_to
+            # integrations (called before this callback) have closed their writers
+            monitor.flush()
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
@@ -289,7 +294,7 @@ class VitalsCallback(TrainerCallback, ExportableState):
             self.monitor.observe_loss(float(logs["loss"]))  # the model returns no loss
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.event = (args, state, control, kwargs)
+        self.event = None  # the integrations have ended: nothing more goes to them
         if self._hook is not None:
             self._hook.remove()
             self._hook = None

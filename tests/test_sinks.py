@@ -10,6 +10,7 @@ import logging
 import math
 import struct
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,15 @@ def wandb_run(tmp_path: Path, *, nan_at: int | None) -> tuple[Any, list[Any]]:
     run_dir = Path(wb.dir).parent
     monitor = run([WandbSink(wb, log_dir=tb)], nan_at=nan_at, log_dir=str(tb))
     wb.finish()
-    return monitor, wandb_records(run_dir)
+    # wandb's service may still be writing the run file when finish() returns: read it
+    # once it holds the run's exit record
+    deadline = time.monotonic() + 30
+    while True:
+        records = wandb_records(run_dir)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return monitor, records
+        assert time.monotonic() < deadline, "the offline run file never got its exit record"
+        time.sleep(0.1)
 
 
 def history(records: list[Any]) -> list[dict[str, Any]]:

@@ -205,7 +205,9 @@ def test_copes_with_no_activations_frozen_unused_params_and_rnn() -> None:
     assert all(not r.sites for r in mon.history) and mon.findings == []
 
 
-def test_internal_error_warns_and_training_continues(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_internal_error_in_one_statistic_switches_off_only_that_statistic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from gradvitals.torch import _sites
 
     def boom(*args: object, **kwargs: object) -> None:
@@ -216,10 +218,30 @@ def test_internal_error_warns_and_training_continues(monkeypatch: pytest.MonkeyP
     torch.manual_seed(0)
     model = mlp(nn.ReLU, 2, 16)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.warns(RuntimeWarning, match="stopped watching.*training continues"):
+    with pytest.warns(RuntimeWarning, match="stopped measuring activations.*training continues"):
         mon = train(model, opt, digits(), steps=20, watch={})
-    assert mon.disabled
+    assert not mon.disabled and set(mon.session.off) == {"activations"}
+    full = mon.history[-2]  # the last full window (the last one is a partial, unsampled one)
+    assert not full.sites and all(lay.has_grad for lay in full.layers.values())  # still watched
+    assert "switched off after an internal error: activations (RuntimeError" in mon.report()
     assert _hooks_left(model) == 0
+
+
+def test_an_error_outside_any_statistic_switches_the_monitor_off_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gradvitals.torch._monitor import Monitor
+
+    def boom(self: object, *args: object) -> None:
+        raise RuntimeError("synthetic failure")
+
+    monkeypatch.setattr(Monitor, "_collect", boom)
+    monkeypatch.setenv("GRADVITALS_STRICT", "0")
+    model = mlp(nn.ReLU, 2, 16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.warns(RuntimeWarning, match="stopped watching.*training continues"):
+        mon = train(model, opt, digits(), steps=5, watch={})
+    assert mon.disabled and _hooks_left(model) == 0
 
 
 def test_strict_mode_raises_the_internal_error(monkeypatch: pytest.MonkeyPatch) -> None:

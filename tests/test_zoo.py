@@ -350,12 +350,6 @@ def test_a_healthy_run_stays_quiet(name: str) -> None:
     assert_quiet(healthy(name))
 
 
-_RNN_UNSEEN = (
-    "nn.LSTM / nn.GRU are not activation sites (only nn.RNN is): their hidden-state "
-    "sequence and gates are never measured"
-)
-
-
 @pytest.mark.parametrize(
     "name",
     [
@@ -363,8 +357,8 @@ _RNN_UNSEEN = (
         "bert",
         _slow("resnet18"),
         "vit",
-        pytest.param("lstm", marks=pytest.mark.xfail(strict=True, reason=_RNN_UNSEEN)),
-        pytest.param("gru", marks=pytest.mark.xfail(strict=True, reason=_RNN_UNSEEN)),
+        "lstm",
+        "gru",
         "nanogpt",
         "nanogpt-bf16",
         _slow("lightning-gpt"),

@@ -116,8 +116,9 @@ class ExplodingGradientDetector:
         else:
             worse = max_update >= 0.25 * self.t.explode_update_ratio
         ev["loss_rising"] = bool(worse)
-        if enough and worse and _ok(g) and g >= f * median(self.norms):
-            ref = median(self.norms)
+        ref_norm = median(self.norms) if self.norms else 0.0
+        if enough and worse and _ok(g) and ref_norm > 0 and g >= f * ref_norm:
+            ref = ref_norm
             reasons.append(
                 f"the gradient norm reached {g:.3g}, {g / ref:.0f}x its median {ref:.3g}"
             )

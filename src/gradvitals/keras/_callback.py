@@ -35,7 +35,7 @@ import keras
 from gradvitals.detectors import Thresholds
 from gradvitals.errors import UsageError
 from gradvitals.findings import Finding
-from gradvitals.keras._data import ProbeBatch, probe_batches
+from gradvitals.keras._data import ProbeBatch, check_probe, probe_batches
 from gradvitals.keras._layout import LayerTable, Site, graph_view, plan_sites
 from gradvitals.keras._probe import Probe
 from gradvitals.keras._window import LossBase, WindowBuffer, assemble
@@ -247,6 +247,7 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
         m = self.model
         if m is None or not m.built or not m.trainable_variables:
             return False
+        check_probe(m, self._batches[0])
         self._table = LayerTable.from_model(m)
         sites, why = plan_sites(m)
         if why is not None and not self._warned_subclassed:
@@ -314,6 +315,8 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
             if self._setup() and rep is not None and rep.snapshot_step is None:
                 rep.capture(self.step_count)  # the initial weights: healthy
             self._next_event = self.step_count  # the first batch is always processed
+        except UsageError:
+            raise  # a probe that does not fit the model: the user's to fix, before training
         except Exception as e:
             self._fail(e)
 
@@ -330,6 +333,8 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
             return
         try:
             self._event(step, in_batch=True)
+        except UsageError:
+            raise  # a probe that does not fit the model (seen when a subclassed model builds)
         except Exception as e:
             self._fail(e)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 __all__ = ["INSTALL_HINT", "require_keras"]
 
-INSTALL_HINT = 'pip install "gradvitals[keras]"'
+INSTALL_HINT = 'pip install "gradvitals[keras]" tensorflow'
 
 
 def require_keras() -> tuple[Any, Any]:

@@ -8,11 +8,12 @@ one chunk per sampled step, so successive windows see different examples.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gradvitals.errors import UsageError
 
-__all__ = ["ProbeBatch", "probe_batches"]
+__all__ = ["ProbeBatch", "check_probe", "probe_batches"]
 
 #: ``(x, y, sample_weight)`` as tensors; ``y`` and ``sample_weight`` may be None.
 ProbeBatch = tuple[Any, Any, Any]
@@ -87,3 +88,49 @@ def probe_batches(probe: Any, probe_size: int, max_batches: int = 16) -> list[Pr
             )
         )
     return batches
+
+
+def check_probe(model: Any, batch: ProbeBatch) -> None:
+    """Run the model and its compiled loss once on two probe examples; a probe that does
+    not fit the model (wrong width, length or label format) is a clear error at the
+    start of ``fit``, not an internal error in the middle of it.
+
+    Raises:
+        UsageError: the model cannot take the probe, or its loss cannot take the labels.
+    """
+    import tensorflow as tf
+
+    x, y, sw = batch
+
+    def head(a: Any) -> Any:
+        return None if a is None else tf.nest.map_structure(lambda t: t[:2], a)
+
+    try:
+        y_pred = model(head(x), training=False)
+    except Exception as e:
+        raise UsageError(
+            f"the probe inputs do not fit the model ({type(e).__name__}: {_first_line(e)}); "
+            f"pass examples shaped like your training inputs; {_HOW}"
+        ) from None
+    if y is None or (
+        getattr(model, "compiled_loss", None) is None and not getattr(model, "loss", None)
+    ):
+        return
+    try:
+        model.compute_loss(x=head(x), y=head(y), y_pred=y_pred, sample_weight=head(sw))
+    except Exception as e:
+        raise UsageError(
+            f"the probe labels do not fit the model's loss ({type(e).__name__}: "
+            f"{_first_line(e)}); pass labels as you pass them to fit(); {_HOW}"
+        ) from None
+
+
+def _first_line(e: BaseException) -> str:
+    """The most telling line of a framework error (Keras puts the shapes further down)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # Keras bolds parts of its messages
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    for key in ("expected", "incompatible", "shape"):
+        hit = next((ln for ln in lines if key in ln.lower()), None)
+        if hit is not None:
+            return hit[:300]
+    return lines[0][:300] if lines else ""

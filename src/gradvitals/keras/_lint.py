@@ -197,7 +197,7 @@ def lint_keras(model: Any, x: Any = None, y: Any = None) -> list[Finding]:
         import keras
     except ImportError as e:  # pragma: no cover - exercised only without keras
         raise ImportError(
-            'lint_keras needs Keras 3. Install it with: pip install "gradvitals[keras]"'
+            'lint_keras needs Keras 3. Install it with: pip install "gradvitals[keras]" tensorflow'
         ) from e
     if not isinstance(model, keras.Model):
         raise UsageError(

@@ -9,6 +9,7 @@
 """
 
 from gradvitals.session._collector import Collector as Collector
+from gradvitals.session._coverage import Coverage as Coverage
 from gradvitals.session._repair import RepairController as RepairController
 from gradvitals.session._repair import RepairHost as RepairHost
 from gradvitals.session._repair import as_policy as as_policy
@@ -20,6 +21,7 @@ from gradvitals.session._suite import DetectorSuite as DetectorSuite
 
 __all__ = [
     "Collector",
+    "Coverage",
     "DetectorSuite",
     "RepairController",
     "RepairHost",

@@ -26,6 +26,7 @@ A collector (the PyTorch :class:`~gradvitals.torch.Monitor`, the Keras
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import warnings
@@ -37,6 +38,7 @@ from gradvitals.errors import UsageError
 from gradvitals.findings import Finding
 from gradvitals.remedies import RepairPolicy, remedies_for
 from gradvitals.report import format_finding, summary_text
+from gradvitals.session._coverage import Coverage
 from gradvitals.session._repair import RepairController, RepairHost, as_policy
 from gradvitals.session._schedule import Schedule
 from gradvitals.session._strict import strict
@@ -103,6 +105,13 @@ def _stop_kinds(value: Iterable[Any] | str | None) -> frozenset[str]:
             )
         out.add(key)
     return frozenset(out)
+
+
+def _takes_summary(sink: Any) -> bool:
+    try:
+        return "summary" in inspect.signature(sink.write_final).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return False
 
 
 def _history_limit(value: Any) -> int | None:
@@ -177,6 +186,12 @@ class Session:
         self.on_window = _check_callable("on_window", on_window)
         self.stop_on = _stop_kinds(stop_on)
         self.stop_reason: Finding | None = None
+        #: statistics switched off by an internal error: name -> the error
+        self.off: dict[str, str] = {}
+        #: what was and was not measured (the collector keeps it current)
+        self.coverage: Coverage | None = None
+        #: problems with how the run was watched (no step counted...): one line each
+        self.notes: list[str] = []
         self.repair: RepairController | None = None
         self._on_disable: list[Callable[[], None]] = []
 
@@ -187,7 +202,13 @@ class Session:
             return
         from gradvitals.report import TensorBoardSink
 
-        self.sinks.append(TensorBoardSink(log_dir, run_info=run_info))
+        try:
+            self.sinks.append(TensorBoardSink(log_dir, run_info=run_info))
+        except OSError as e:
+            raise UsageError(
+                f"cannot write the TensorBoard log in {log_dir}: {e.strerror or e}. Pass a "
+                "log_dir you can write to, or log_dir=None for no log"
+            ) from None
 
     def enable_repair(
         self, host: RepairHost, policy: RepairPolicy | dict[str, Any] | None
@@ -306,16 +327,37 @@ class Session:
             stacklevel=3,
         )
 
-    def guard(self, fn: Callable[..., Any]) -> Callable[..., None]:
-        """``fn`` wrapped so that it never raises into training (see :meth:`fail`)."""
+    def disable(self, statistic: str, e: BaseException) -> None:
+        """An internal error in one statistic: raise it under ``GRADVITALS_STRICT=1``;
+        else switch that statistic off (the rest keeps being watched), warn once, and say
+        so in :meth:`report`."""
+        if strict():
+            raise e
+        if statistic in self.off:
+            return
+        self.off[statistic] = f"{type(e).__name__}: {e}"
+        warnings.warn(
+            f"gradvitals stopped measuring {statistic} after an internal error "
+            f"({type(e).__name__}: {e}); everything else is still watched and training "
+            "continues unaffected. Please report this with the model's structure.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def guard(self, fn: Callable[..., Any], statistic: str | None = None) -> Callable[..., None]:
+        """``fn`` wrapped so that it never raises into training: an error switches off
+        ``statistic`` (see :meth:`disable`), or everything when it is None (:meth:`fail`)."""
 
         def wrapped(*args: Any, **kwargs: Any) -> None:
-            if self.disabled:
+            if self.disabled or (statistic is not None and statistic in self.off):
                 return None
             try:
                 fn(*args, **kwargs)
             except Exception as e:  # gradvitals must never break training
-                self.fail(e)
+                if statistic is None:
+                    self.fail(e)
+                else:
+                    self.disable(statistic, e)
             return None
 
         return wrapped
@@ -344,11 +386,15 @@ class Session:
         self.closed = True
         if self.repair is not None:
             self.repair.close()
+        summary = self.summary()
         for sink in self.sinks:
             if getattr(sink, "closed", False):
                 continue
             try:
-                sink.write_final(self.findings)
+                if _takes_summary(sink):
+                    sink.write_final(self.findings, summary=summary)
+                else:
+                    sink.write_final(self.findings)
                 sink.close()
             except Exception as e:  # pragma: no cover
                 warnings.warn(
@@ -357,6 +403,13 @@ class Session:
                     stacklevel=2,
                 )
 
+    def summary(self) -> dict[str, Any]:
+        """The end-of-run facts every sink may record: coverage, windows, notes."""
+        out: dict[str, Any] = {"windows": len(self.history), "notes": list(self.notes)}
+        if self.coverage is not None:
+            out["coverage"] = self.coverage.to_dict(self.off)
+        return out
+
     # -- reading -------------------------------------------------------------------------
     @property
     def healthy(self) -> bool:
@@ -364,8 +417,26 @@ class Session:
         return not self.findings
 
     def report(self) -> str:
-        """A text summary of the run: healthy or not, each finding and what to do."""
-        return summary_text(self.findings, len(self.history), self.repairs)
+        """A text summary of the run: what was watched, healthy or not, each finding and
+        what to do. A run in which nothing was measured is never called healthy."""
+        lines = [self.coverage_line()] if self.coverage is not None or self.off else []
+        lines += [f"gradvitals: {n}" for n in self.notes]
+        measured = any(r.sites or r.layers or r.loss for r in self.history)
+        if not self.findings and not measured:
+            why = (
+                "no window closed"
+                if not self.history
+                else f"no statistic was recorded in {len(self.history)} window(s)"
+            )
+            lines.append(f"gradvitals: not judged: {why}, so nothing can be said about this run.")
+            return "\n".join(lines)
+        lines.append(summary_text(self.findings, len(self.history), self.repairs))
+        return "\n".join(lines)
+
+    def coverage_line(self) -> str:
+        """One line: what was measured and what was not, and why."""
+        c = self.coverage or Coverage()
+        return c.line(self.off)
 
     def scalars(self) -> dict[str, list[tuple[int, float]]]:
         """Statistics history as ``tag -> [(step, value), ...]`` (the TensorBoard tags)."""

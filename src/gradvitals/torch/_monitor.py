@@ -34,7 +34,7 @@ from gradvitals.detectors import Thresholds
 from gradvitals.errors import UsageError
 from gradvitals.findings import Finding
 from gradvitals.remedies import RepairPolicy
-from gradvitals.session import Session
+from gradvitals.session import Coverage, Session
 from gradvitals.stats import LayerInfo, Layout, SiteInfo, WindowRecord, assemble_record
 from gradvitals.stats._table import LOSS_FIELDS
 from gradvitals.torch._params import LayerTable, ParamAccumulator
@@ -59,6 +59,12 @@ class _Frozen:
     params: ParamAccumulator
     losses: list[torch.Tensor]
     loss_steps: list[int]
+    skipped: int = 0
+
+
+def _has_storage(x: torch.Tensor) -> bool:
+    """False for tensors without storage: torch.func wrappers, meta and fake tensors."""
+    return not torch._C._functorch.is_functorch_wrapped_tensor(x) and x.device.type != "meta"
 
 
 def _unwrap(model: Any) -> tuple[nn.Module, bool]:
@@ -115,6 +121,12 @@ class Monitor:
                 f"watch() expects a torch.nn.Module, got {type(model).__name__}. "
                 "Pass the model itself: gradvitals.watch(model, optimizer)."
             )
+        if isinstance(model, torch.jit.ScriptModule):
+            raise UsageError(
+                "watch() cannot watch a torch.jit.script/trace module: TorchScript runs no "
+                "Python hooks. Watch the eager module you scripted (train it eagerly, or "
+                "use torch.compile, whose gradients gradvitals does watch)."
+            )
         self.session = Session(
             framework="torch",
             thresholds=thresholds,
@@ -143,10 +155,16 @@ class Monitor:
                     "model, e.g. torch.optim.SGD(model.parameters(), lr=0.1), or pass the "
                     "optimizer that trains this model"
                 )
-        if (repair or policy is not None) and optimizer is None:
-            raise UsageError(
-                "repair=True needs the optimizer: gradvitals.watch(model, optimizer, repair=True)"
-            )
+        pol: RepairPolicy | None = None
+        if repair or policy is not None:
+            if optimizer is None:
+                raise UsageError(
+                    "repair=True needs the optimizer: "
+                    "gradvitals.watch(model, optimizer, repair=True)"
+                )
+            from gradvitals.session import as_policy
+
+            pol = as_policy(policy)  # validated before anything is attached
         self.scaler = scaler
         self.closed = False
         self._sampled_hooks: list[Any] = []
@@ -161,6 +179,14 @@ class Monitor:
         self._loss_steps: list[int] = []  # the step each loss belongs to
         self._last_loss_step = -1
         self._pending: _Frozen | None = None  # a full window waiting for its last loss
+        self._forwards = 0  # training forward passes since the last optimizer step
+        self._pending_skipped = 0  # forwards whose optimizer step never came
+        self._forwards_per_step = 1  # the most seen in one step (gradient accumulation)
+        self._warned_stuck = False
+        self._unmeasured: dict[str, str] = {}  # site -> why it could not be measured
+        self._measured_sites: set[str] = set()
+        self._measured_layers: set[str] = set()
+        self._relu_inputs: set[str] = set()  # input sites seen to follow a functional ReLU
         #: where a parameter's gradient goes; distributed runs defer it past DDP's all-reduce
         self._on_grad: Callable[[int, torch.Tensor], None] = lambda i, p: self._params.on_grad(i, p)
         #: ``(flat, layout) -> flat``: combines packed statistics across ranks
@@ -172,9 +198,14 @@ class Monitor:
         if distributed is not False:  # None: combine across ranks when there are several
             self._attach_distributed(required=distributed is True)
         self.session.open_log(log_dir, {"adapter": "torch", "every": every})
+        # every check has passed: from here on, hooks are attached
         if optimizer is not None:
             self._permanent_hooks.append(optimizer.register_step_pre_hook(self._on_pre_step))
             self._permanent_hooks.append(optimizer.register_step_post_hook(self._on_post_step))
+        if not self.compiled:  # counts training forwards: a step that never comes is seen
+            self._permanent_hooks.append(
+                self.model.register_forward_pre_hook(self._on_root_forward, with_kwargs=True)
+            )
         if self.compiled:
             warnings.warn(
                 "gradvitals: this model is torch.compile'd. Gradient norms, update ratios, "
@@ -187,10 +218,9 @@ class Monitor:
             )
         if lint:
             self._run_lint()
-        if repair or policy is not None:
-            from gradvitals.torch._repair import TorchRepairHost, resolve_policy
+        if pol is not None:
+            from gradvitals.torch._repair import TorchRepairHost
 
-            pol = resolve_policy(policy)
             assert optimizer is not None
             host = TorchRepairHost(self, optimizer, pol)
             self.session.enable_repair(host, pol).capture(self.step_count)
@@ -278,6 +308,7 @@ class Monitor:
 
     # -- planning ------------------------------------------------------------------------
     def _plan(self) -> None:
+        self._planned_for = self._signature()
         self._has_conv1d = any(isinstance(m, nn.Conv1d) for m in self.model.modules())
         self._acts, self._input_sites = plan_sites(self.model)
         self._table = LayerTable.from_model(self.model)
@@ -308,9 +339,23 @@ class Monitor:
         self.session.add_preflight(found)
 
     # -- hooks ---------------------------------------------------------------------------
+    def _signature(self) -> tuple[Any, ...]:
+        """What the layer table depends on: which parameters train, and their dtype and
+        device (progressive unfreezing, ``add_param_group``, ``.double()``, ``.to()``)."""
+        params = tuple((id(p), p.requires_grad, p.dtype, p.device) for p in self.model.parameters())
+        groups = (
+            0
+            if self.optimizer is None
+            else sum(len(g["params"]) for g in self.optimizer.param_groups)
+        )
+        return params, groups
+
     def _install(self) -> None:
         if self._sampled_hooks or self.disabled:
             return
+        sig = self._signature()
+        if sig != self._planned_for:
+            self.replan()  # re-plan at the next window, as the parameters changed
         m = self.model
         h = self._sampled_hooks
         if self.compiled:
@@ -319,14 +364,15 @@ class Monitor:
             for i, p in enumerate(self._table.params):
                 h.append(p.register_post_accumulate_grad_hook(self._make_grad_hook(i)))
             return
-        h.append(m.register_forward_pre_hook(self._on_root_forward, with_kwargs=True))
         modules = dict(m.named_modules())
-        for name, act in self._acts.items():
-            h.append(modules[name].register_forward_hook(self._make_act_hook(name, act)))
-        for name in self._input_sites:
-            h.append(modules[name].register_forward_pre_hook(self._make_input_hook(name)))
-        for i, p in enumerate(self._table.params):
-            h.append(p.register_post_accumulate_grad_hook(self._make_grad_hook(i)))
+        if "activations" not in self.session.off:
+            for name, act in self._acts.items():
+                h.append(modules[name].register_forward_hook(self._make_act_hook(name, act)))
+            for name in self._input_sites:
+                h.append(modules[name].register_forward_pre_hook(self._make_input_hook(name)))
+        if "gradients" not in self.session.off:
+            for i, p in enumerate(self._table.params):
+                h.append(p.register_post_accumulate_grad_hook(self._make_grad_hook(i)))
         if self._layer_order is None:
             order: list[str] = []
             self._layer_order = order
@@ -345,12 +391,22 @@ class Monitor:
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         def body() -> None:
+            if not torch.is_grad_enabled() or self.closed:
+                return
+            self._forwards += 1
+            if self._forwards > self.every + 4 * self._forwards_per_step:
+                self._stuck()
+            if not self._sampled_hooks:
+                return
             self._calls = {}
             self._produced = set()
-            ptrs = {a.data_ptr() for a in args if isinstance(a, torch.Tensor)}
-            ptrs |= {v.data_ptr() for v in kwargs.values() if isinstance(v, torch.Tensor)}
-            self._input_ptrs = ptrs
-            if self.optimizer is None and torch.is_grad_enabled() and self._params.before is None:
+            tensors = [*args, *kwargs.values()]
+            self._input_ptrs = {
+                a.data_ptr()
+                for a in tensors
+                if isinstance(a, torch.Tensor) and a.layout is torch.strided and _has_storage(a)
+            }
+            if self.optimizer is None and self._params.before is None:
                 self._params.snapshot_weights()
 
         self.session.guard(body)()
@@ -371,18 +427,20 @@ class Monitor:
         eps = self.thresholds.saturation_eps
 
         def body(module: nn.Module, inp: Any, out: Any) -> None:
-            if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
-                out = out[0]  # nn.RNN: (output, h_n)
+            if isinstance(out, tuple) and out:
+                out = out[0]  # nn.RNN/LSTM/GRU: (output, h_n)
+            if isinstance(out, nn.utils.rnn.PackedSequence):
+                out = out.data  # (total steps, hidden): the units are still the last dim
             if not torch.is_grad_enabled() or not isinstance(out, torch.Tensor):
                 return
-            if not out.is_floating_point():
+            if not out.is_floating_point() or self._unmeasurable(name, out):
                 return
             conv_like = self._has_conv1d and not isinstance(module, nn.RNNBase)
             acc = self._site(name, act, "output", conv_like)
             acc.add(out, eps)
             self._produced.add(out.data_ptr())
 
-        return self.session.guard(body)
+        return self.session.guard(body, "activations")
 
     def _make_input_hook(self, name: str) -> Callable[..., None]:
         eps = self.thresholds.saturation_eps
@@ -391,7 +449,11 @@ class Monitor:
             if not torch.is_grad_enabled() or not args or not isinstance(args[0], torch.Tensor):
                 return
             x = args[0]
-            if not x.is_floating_point():
+            # the model's own input, transformed or not (x / x.sum(1), x.to(bf16)), depends
+            # on no trainable parameter: never a site
+            if not x.is_floating_point() or not x.requires_grad:
+                return
+            if self._unmeasurable(name, x):
                 return
             ptr = x.data_ptr()
             if ptr in self._produced or ptr in self._input_ptrs:
@@ -399,7 +461,7 @@ class Monitor:
             acc = self._site(name, "input", "input", isinstance(module, _CONV))
             acc.add(x, eps)
 
-        return self.session.guard(body)
+        return self.session.guard(body, "activations")
 
     def _make_grad_hook(self, i: int) -> Callable[..., None]:
         def body(p: torch.Tensor) -> None:
@@ -410,7 +472,7 @@ class Monitor:
                 if enabled and isinstance(scale, torch.Tensor):
                     self._params.grad_scale = scale.detach().clone()
 
-        return self.session.guard(body)
+        return self.session.guard(body, "gradients")
 
     def _make_order_hook(self, key: str) -> Callable[..., None]:
         def body(module: nn.Module, args: Any) -> None:
@@ -420,9 +482,43 @@ class Monitor:
 
         return self.session.guard(body)
 
+    def _unmeasurable(self, name: str, x: torch.Tensor) -> bool:
+        """True (and the reason noted) for activations no statistic can be taken of."""
+        why = None
+        if x.layout is not torch.strided:
+            why = "sparse activations"
+        elif x.is_nested:
+            why = "nested (jagged) tensors"
+        elif torch._C._functorch.is_functorch_wrapped_tensor(x):
+            why = "inside a torch.func transform"
+        elif x.numel() == 0:
+            return True  # an empty batch (an expert that got no token): nothing to count
+        if why is not None:
+            self._unmeasured.setdefault(name, why)
+            return True
+        return False
+
+    def _stuck(self) -> None:
+        """Many training forwards and no optimizer step: an AMP scaler that skips every
+        step, or a loop without optimizer that never calls ``monitor.step()``. Close the
+        window anyway, so a diverged run is reported while it runs and no buffer grows."""
+        n, self._forwards = self._forwards, 0
+        if self.optimizer is None and not self._warned_stuck:
+            self._warned_stuck = True
+            note = (
+                f"{n} training forward passes and no monitor.step(): without an optimizer, "
+                "call monitor.step() after each optimizer step"
+            )
+            self.session.notes.append(note)
+            warnings.warn(f"gradvitals: {note}", UserWarning, stacklevel=4)
+        if self._sampled_hooks:
+            self._params.commit()
+        self._pending_skipped += n
+        self._close_window()
+
     def _on_pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._sampled_hooks and not self.disabled:
-            self.session.guard(self._params.snapshot_weights)()
+            self.session.guard(self._params.snapshot_weights, "updates")()
 
     def _on_post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._end_step()
@@ -453,16 +549,24 @@ class Monitor:
         Call it before or after ``optimizer.step()``: a loss observed after the step
         belongs to the step just taken when that step has none yet.
         """
-        if self.disabled or self.closed:
+        if not isinstance(loss, (torch.Tensor, int, float)) or isinstance(loss, bool):
+            raise UsageError(
+                f"observe_loss() takes the loss tensor (or a number), got {type(loss).__name__} "
+                f"{loss!r}: pass the value your loss function returned, e.g. "
+                "monitor.observe_loss(loss)"
+            )
+        if self.disabled or self.closed or "loss" in self.session.off:
             return
         try:
             if isinstance(loss, torch.Tensor):
                 value = loss.detach()
+                if value.is_complex() or not (value.is_floating_point() or value.numel()):
+                    value = value.abs() if value.is_complex() else value
                 if value.numel() != 1:
                     value = value.float().mean()
-                value = value.reshape(())
+                value = value.reshape(()).to(torch.float64)
             else:
-                value = torch.tensor(float(loss))
+                value = torch.tensor(float(loss), dtype=torch.float64)
             target = self.step_count
             if self._last_loss_step < self.step_count - 1:
                 target = self.step_count - 1  # observed after its optimizer step
@@ -478,7 +582,7 @@ class Monitor:
             self._losses.append(value)
             self._loss_steps.append(target)
         except Exception as e:
-            self.session.fail(e)
+            self.session.disable("loss", e)
 
     def flush(self) -> list[Finding]:
         """Close the pending window now and run the detectors; returns new findings."""
@@ -530,6 +634,8 @@ class Monitor:
             t = self.step_count
             if self._sampled_hooks:
                 self._params.commit()
+            self._forwards_per_step = max(self._forwards_per_step, self._forwards)
+            self._forwards = 0
             self.session.step_count = t + 1
             if t >= self.session.schedule.last:
                 self._freeze(t)
@@ -563,7 +669,9 @@ class Monitor:
             params=self._params,
             losses=self._losses,
             loss_steps=self._loss_steps,
+            skipped=self._pending_skipped,
         )
+        self._pending_skipped = 0
         self._sites = {k: a.fresh() for k, a in self._sites.items()}
         self._params = self._params.fresh()
         self._losses, self._loss_steps = [], []
@@ -617,7 +725,7 @@ class Monitor:
             range(len(names)),
             key=lambda i: order.index(names[i]) if names[i] in order else len(order) + i,
         )
-        return assemble_record(
+        record = assemble_record(
             index=w.index,
             start=w.start,
             end=w.end,
@@ -633,6 +741,44 @@ class Monitor:
             has_update=p.has_update,
             layer_order=ranked,
             loss_steps=w.loss_steps,
+            skipped_steps=w.skipped,
+        )
+        self._update_coverage(record)
+        return record
+
+    def _update_coverage(self, record: WindowRecord) -> None:
+        """What has been measured so far, and why the rest was not (for the verdict)."""
+        for key, site in record.sites.items():
+            name = key.split("#")[0]
+            if site.role == "input":
+                if site.relu_like:
+                    self._relu_inputs.add(name)
+            elif site.n_examples:
+                self._measured_sites.add(name)
+        self._measured_layers |= {n for n, lay in record.layers.items() if lay.has_grad}
+        acts = set(self._acts)
+        measured = (self._measured_sites & acts) | self._relu_inputs
+        missing: dict[str, str] = {}
+        if self.compiled:
+            missing["activation sites"] = (
+                "torch.compile'd model: forward hooks cannot run without recompiling"
+            )
+        else:
+            for name in sorted(acts - measured):
+                missing[name] = self._unmeasured.get(name, "not called in a training forward")
+        modules = dict(self.model.named_modules())
+        for name in sorted(self._measured_sites & acts):
+            if isinstance(modules.get(name), (nn.LSTM, nn.GRU)):
+                missing[f"{name} gates"] = "inside the fused kernel; the hidden state is measured"
+        names = self._table.names
+        for name in [n for n in names if n not in self._measured_layers]:
+            missing[name] = "no gradient reached it through autograd"
+        self.session.coverage = Coverage(
+            sites_total=len(acts) + len(self._relu_inputs),
+            sites_measured=measured,
+            not_measured=missing,
+            layers_total=len(names),
+            layers_measured=len(set(names) & self._measured_layers),
         )
 
 

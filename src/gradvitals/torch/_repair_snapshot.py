@@ -33,11 +33,11 @@ from torch import nn
 __all__ = ["Snapshot"]
 
 
-def _finite(tensors: list[torch.Tensor]) -> bool:
+def _finite(tensors: list[Any]) -> bool:
     """True when every floating-point tensor is finite (one host sync per device)."""
     by_device: dict[torch.device, list[torch.Tensor]] = {}
     for t in tensors:
-        if t.is_floating_point() and t.numel():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
             by_device.setdefault(t.device, []).append(t)
     for ts in by_device.values():
         flags = torch.stack([torch.isfinite(t).all() for t in ts])
@@ -70,7 +70,7 @@ class Snapshot:
         self.optimizer = optimizer
         self.offload_to_cpu = offload_to_cpu
         self.step: int | None = None
-        self._model_state: dict[str, torch.Tensor] = {}
+        self._model_state: dict[str, Any] = {}
         self._params: list[torch.Tensor] = []
         self._opt_state: list[dict[str, Any]] = []
         self._devices: dict[tuple[int, str], torch.device] = {}
@@ -82,7 +82,11 @@ class Snapshot:
     @property
     def nbytes(self) -> int:
         """Bytes held by the copies."""
-        n = sum(t.numel() * t.element_size() for t in self._model_state.values())
+        n = sum(
+            t.numel() * t.element_size()
+            for t in self._model_state.values()
+            if isinstance(t, torch.Tensor)
+        )
         for s in self._opt_state:
             n += sum(
                 v.numel() * v.element_size() for v in s.values() if isinstance(v, torch.Tensor)
@@ -109,8 +113,11 @@ class Snapshot:
         live = self.model.state_dict()
         if not _finite(list(live.values())):
             return False
-        state: dict[str, torch.Tensor] = {}
+        state: dict[str, Any] = {}
         for k, v in live.items():
+            if not isinstance(v, torch.Tensor):  # get_extra_state(): any picklable object
+                state[k] = copy.deepcopy(v)
+                continue
             buf = self._buffer(v, self._model_state.get(k))
             buf.copy_(v.detach(), non_blocking=buf.is_pinned())
             state[k] = buf

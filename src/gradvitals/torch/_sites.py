@@ -7,8 +7,12 @@ Two kinds of site:
   hook is used (full backward hooks break on in-place ReLU, pytorch#61519);
 - the **input** of a Linear/Conv layer not fed by an activation module: a forward
   pre-hook. This catches activations applied functionally (``F.relu`` in
-  ``forward``). The model's own input is never a site, nor an input already produced
-  by an activation module in the same forward pass.
+  ``forward``). The model's own input is never a site, transformed or not (an input
+  that depends on no trainable parameter, such as ``x / x.sum(1)`` or ``x.to(bf16)``,
+  is skipped), nor an input already produced by an activation module in the same
+  forward pass;
+- the hidden-state output of ``nn.RNN``, ``nn.LSTM`` and ``nn.GRU`` (tanh-like; their
+  gates run inside a fused kernel and are not observable).
 
 A module called several times per forward (a shared ``self.act``) gets one site per
 call position: ``act``, ``act#1``, ...
@@ -24,11 +28,11 @@ from torch import nn
 from gradvitals.activations import activation_name_for_module
 from gradvitals.stats import SATURATING
 from gradvitals.stats._table import SITE_FIELDS
+from gradvitals.torch._modules import is_affine
 from gradvitals.torch._stats import activation_update, unit_dim_for
 
 __all__ = ["SiteAccumulator", "plan_sites"]
 
-_AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _PASS_THROUGH = (
     nn.Dropout,
     nn.Dropout1d,
@@ -162,10 +166,15 @@ def plan_sites(model: nn.Module) -> tuple[dict[str, str], set[str]]:
             acts[name] = act
         elif isinstance(mod, nn.RNN):  # its hidden states are tanh (or relu) outputs
             acts[name] = str(mod.nonlinearity)
+        elif isinstance(mod, (nn.LSTM, nn.GRU)):
+            # the hidden state h = o * tanh(c) (LSTM) or a convex mix of tanh candidates
+            # (GRU) lies in (-1, 1): measured as a tanh-like output; the gates inside the
+            # fused kernel cannot be hooked
+            acts[name] = "tanh"
     for parent_name, parent in model.named_modules():
         children = list(parent.named_children())
         for i, (child_name, child) in enumerate(children):
-            if not isinstance(child, _AFFINE):
+            if not is_affine(child):
                 continue
             covered = False
             for _, prev in reversed(children[:i]):

@@ -1,0 +1,1 @@
+"""PyTorch cases: one module per public report (or a few closely related reports)."""

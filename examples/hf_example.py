@@ -1,17 +1,24 @@
 """gradvitals in a Hugging Face ``Trainer`` run: ``callbacks=[VitalsCallback()]``.
 
-    python examples/hf_example.py      # CPU, no downloads, a few seconds
+    python examples/hf_example.py            # CPU, no downloads, a few seconds
+    python examples/hf_example.py --repair   # the same run, repaired in flight
 
 Any ``nn.Module`` whose forward returns ``{"loss": ...}`` trains with ``Trainer``; a
-``PreTrainedModel`` works the same way. AdamW at lr=1 without clipping kills the
-second ReLU layer, and the callback finds it. Gradients are read before
-``max_grad_norm`` clipping. Under ``torchrun``/``accelerate launch`` the statistics
-are combined across ranks and only process zero logs.
+``PreTrainedModel`` works the same way. AdamW at lr=1 without clipping makes the
+gradients explode and kills the second ReLU layer, and the callback finds both. It
+reads the loss of every step from the model's outputs, gradients before
+``max_grad_norm`` clipping, and sends the vital signs to the ``report_to``
+integrations (TensorBoard here, as ``train/gradvitals/...``). With ``--repair`` it
+rolls back and lowers the learning rate of the Trainer's optimizer and scheduler.
+Under ``torchrun``/``accelerate launch`` the statistics are combined across ranks and
+only process zero logs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import tempfile
 
 import torch
@@ -51,9 +58,11 @@ class Rows(torch.utils.data.Dataset):
 
 def main() -> None:
     torch.manual_seed(0)
-    vitals = VitalsCallback(every=4)
+    vitals = VitalsCallback(every=4, repair="--repair" in sys.argv)
+    out = tempfile.mkdtemp()
+    tensorboard = importlib.util.find_spec("tensorboard") is not None
     args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(),
+        output_dir=out,
         per_device_train_batch_size=32,
         max_steps=40,
         learning_rate=1.0,  # far too high
@@ -61,7 +70,7 @@ def main() -> None:
         lr_scheduler_type="constant",
         logging_steps=10,
         save_strategy="no",
-        report_to=[],
+        report_to=["tensorboard"] if tensorboard else [],
         use_cpu=True,
         disable_tqdm=True,
         seed=0,
@@ -71,6 +80,8 @@ def main() -> None:
     assert vitals.monitor is not None
     if trainer.is_world_process_zero():
         print(vitals.monitor.report())
+        if tensorboard:
+            print(f"vital signs: tensorboard --logdir {out}/runs")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """The Lightning callback: a dying run found in ``Trainer.fit``, correct update ratios
-under gradient accumulation, and detector state through a checkpoint resume."""
+under gradient accumulation, detector state through a checkpoint resume, vital signs
+through the Trainer's loggers, and repair through ``configure_optimizers``' optimizer."""
 
 from __future__ import annotations
 
+import csv
 import logging
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -58,19 +61,20 @@ def _fit(
     ckpt_path: str | None = None,
     **kw: Any,
 ) -> pl.Trainer:
+    kw.setdefault("logger", False)
     trainer = pl.Trainer(
         accelerator="cpu",
         max_steps=max_steps,
         callbacks=[cb],
         enable_progress_bar=False,
         enable_model_summary=False,
-        logger=False,
         enable_checkpointing=False,
         **kw,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*max_steps.*")
+        warnings.filterwarnings("ignore", ".*log_every_n_steps.*")
         trainer.fit(model, _loader(), ckpt_path=ckpt_path)
     return trainer
 
@@ -143,7 +147,17 @@ def test_init_args_are_simple_and_typed() -> None:
         "thresholds",
         "lint",
         "console",
+        "loggers",
+        "sinks",
+        "on_finding",
+        "on_window",
+        "stop_on",
+        "repair",
+        "policy",
     ]
+    assert all(
+        sig.parameters[n].kind is inspect.Parameter.KEYWORD_ONLY for n in list(sig.parameters)[7:]
+    )
     cb = VitalsCallback(thresholds={"dead_fraction": 0.6})
     assert cb.state_dict() == {}
 
@@ -181,3 +195,107 @@ def test_pytorch_lightning_namespace_has_its_own_class() -> None:
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         trainer.fit(Legacy(), _loader())
     assert cb.monitor is not None and cb.monitor.step_count == 4
+
+
+# -- outputs through trainer.loggers ------------------------------------------------------
+def _csv_rows(trainer: pl.Trainer) -> list[dict[str, str]]:
+    path = Path(trainer.logger.log_dir) / "metrics.csv"
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_vital_signs_go_through_the_trainers_csv_logger(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    cb = VitalsCallback(every=4, lint=False, console=False)
+    trainer = _fit(Regressor(lr=1.0), cb, max_steps=30, logger=CSVLogger(tmp_path))
+    assert cb.monitor is not None
+    history, findings = cb.monitor.history, cb.monitor.findings
+    assert findings  # the dying run of test_a_dying_run_is_found
+    rows = [r for r in _csv_rows(trainer) if r.get("gradvitals/findings_count")]
+    assert [int(r["step"]) for r in rows] == [rec.step for rec in history]
+    losses = [(int(r["step"]), float(r["gradvitals/loss/train"])) for r in rows]
+    want = [(rec.step, rec.loss.mean) for rec in history]
+    assert [s for s, _ in losses] == [s for s, _ in want]
+    assert [v for _, v in losses] == pytest.approx([v for _, v in want], rel=1e-6, nan_ok=True)
+    counts = [int(float(r["gradvitals/findings_count"])) for r in rows]
+    assert counts == [sum(f.step <= rec.step for f in findings) for rec in history]
+    assert counts[0] < counts[-1] == len(findings)
+    for rec, row in zip(history, rows, strict=True):  # every statistic, namespaced
+        for tag, value in rec.scalars().items():
+            assert float(row[f"gradvitals/{tag}"]) == pytest.approx(value, rel=1e-6)
+
+
+def test_loggers_false_keeps_the_trainers_loggers_clean(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    cb = VitalsCallback(every=4, lint=False, console=False, loggers=False)
+    trainer = _fit(Regressor(lr=1e-2), cb, max_steps=12, logger=CSVLogger(tmp_path))
+    assert cb.monitor is not None and cb.monitor.history
+    path = Path(trainer.logger.log_dir) / "metrics.csv"
+    assert not path.exists() or "gradvitals/" not in path.read_text()
+
+
+def test_tensorboard_logger_gets_findings_as_text_for_gradvitals_report(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from gradvitals.report import read_run
+
+    cb = VitalsCallback(every=4, lint=False, console=False)
+    trainer = _fit(Regressor(lr=1.0), cb, max_steps=20, logger=TensorBoardLogger(tmp_path))
+    assert cb.monitor is not None and cb.monitor.findings
+    run = read_run(trainer.logger.log_dir)
+    assert run.run_info["adapter"] == "lightning"
+    assert [(f.kind, f.layer, f.step) for f in run.findings] == [
+        (f.kind, f.layer, f.step) for f in cb.monitor.findings
+    ]
+    assert [s for s, _ in run.scalars["loss/train"]] == [r.step for r in cb.monitor.history]
+
+
+# -- repair ---------------------------------------------------------------------------------
+def test_a_failing_run_is_repaired_through_the_trainers_optimizer() -> None:
+    cb = VitalsCallback(every=4, lint=False, console=False, repair=True)
+    trainer = _fit(Regressor(lr=1.0), cb, max_steps=40)
+    monitor = cb.monitor
+    assert monitor is not None
+    (rep,) = monitor.repairs
+    assert (rep["kind"], rep["action"]) == ("exploding_gradient", "lower_lr")
+    assert rep["rollback_step"] < rep["step"] and "lr 1 -> 0.1" in rep["reason"]
+    assert rep["healthy_after"] is True
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1)
+    assert all(f.step <= rep["step"] and not f.final for f in monitor.findings)
+    assert math.isfinite(monitor.history[-1].loss.mean)
+
+
+def test_repair_clips_where_lightning_has_the_gradients() -> None:
+    # Lightning's optimizer.step(closure) runs backward inside the step, after any
+    # step pre-hook: the clip must act in on_before_optimizer_step. SGD without
+    # momentum: each update is lr x the clipped gradient, so its norm is lr x 1.0.
+    from gradvitals import RepairPolicy
+
+    policy = RepairPolicy(actions={"exploding_gradient": ["clip_grad_norm"]}, clip_norm=1.0)
+    cb = VitalsCallback(every=4, lint=False, console=False, policy=policy)
+    _fit(Regressor(lr=0.3, adam=False), cb, max_steps=24)
+    monitor = cb.monitor
+    assert monitor is not None
+    (rep,) = monitor.repairs
+    assert rep["action"] == "clip_grad_norm" and rep["healthy_after"] is True
+    after = [
+        r for r in monitor.history if r.step_start > rep["step"] and r.layers["net.0"].n_samples
+    ]
+    assert after
+    for rec in after:
+        update = math.sqrt(sum(lay.update_norm**2 for lay in rec.layers.values() if lay.n_samples))
+        assert rec.total_grad_norm > 10.0  # far above the threshold: the clip acted
+        assert update == pytest.approx(0.3 * 1.0, rel=1e-5)
+
+
+def test_a_healthy_run_with_repair_is_untouched() -> None:
+    plain = Regressor(lr=1e-2)
+    _fit(plain, VitalsCallback(every=4, lint=False, console=False), max_steps=20)
+    watched = Regressor(lr=1e-2)
+    cb = VitalsCallback(every=4, lint=False, console=False, repair=True)
+    _fit(watched, cb, max_steps=20)
+    assert cb.monitor is not None and cb.monitor.repairs == [] and cb.monitor.findings == []
+    for a, b in zip(plain.state_dict().values(), watched.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -175,16 +176,18 @@ def test_tensorboard_reads_scalars_text_and_layout(tmp_path: Path) -> None:
         "loss/train",
         "grad_norm_total/model",
     }
-    # scalar-style: TensorBoard's Scalars tab, one point per window
-    assert set(view["scalars"]) == expected
-    assert [s for s, _ in view["scalars"]["dead_fraction/net.3"]] == [r.step for r in records]
-    assert view["scalars"]["loss/train"][0][1] == pytest.approx(records[0].loss.mean, rel=1e-6)
+    # scalar-style: TensorBoard's Scalars tab, one point per window, every tag under
+    # the gradvitals/ namespace (never colliding with a run's own loss/grad_norm)
+    scalars = view["scalars"]
+    assert set(scalars) == {f"gradvitals/{t}" for t in expected}
+    assert [s for s, _ in scalars["gradvitals/dead_fraction/net.3"]] == [r.step for r in records]
+    assert scalars["gradvitals/loss/train"][0][1] == pytest.approx(records[0].loss.mean, rel=1e-6)
 
     tensors = view["tensors"]
     assert set(tensors) == {
-        "findings",
-        "repairs",
-        "summary",
+        "gradvitals/findings",
+        "gradvitals/repairs",
+        "gradvitals/summary",
         "gradvitals/findings_json",
         "gradvitals/repairs_json",
         "gradvitals/final_findings_json",
@@ -192,13 +195,13 @@ def test_tensorboard_reads_scalars_text_and_layout(tmp_path: Path) -> None:
         "custom_scalars__config__",
     }
     assert {t["plugin"] for n, t in tensors.items() if n != "custom_scalars__config__"} == {"text"}
-    ((step, md),) = tensors["findings"]["values"]
+    ((step, md),) = tensors["gradvitals/findings"]["values"]
     f = findings[0]
     assert step == f.step
     md = md.decode()
     assert f"### dying_relu in `net.3` at step {f.step}" in md
     assert f.remedies[0].action in md and f.remedies[0].code in md
-    repair_md = tensors["repairs"]["values"][0][1].decode()
+    repair_md = tensors["gradvitals/repairs"]["values"][0][1].decode()
     assert "lower_lr" in repair_md and "healthy after" in repair_md
 
     layout_entry = tensors["custom_scalars__config__"]
@@ -207,7 +210,10 @@ def test_tensorboard_reads_scalars_text_and_layout(tmp_path: Path) -> None:
     titles = [c.title for c in layout.category]
     assert titles == ["Loss", "Dead units", "Saturation", "Gradient norms", "Update ratios"]
     regexes = [t for c in layout.category for ch in c.chart for t in ch.multiline.tag]
-    assert "^dead_fraction/" in regexes and "^grad_norm/" in regexes
+    assert "^gradvitals/dead_fraction/" in regexes and "^gradvitals/grad_norm/" in regexes
+    for tag in scalars:  # every tag is on a chart, and only on its own statistic's chart
+        charts = [rx for rx in regexes if re.match(rx, tag)]
+        assert len(charts) == 1, (tag, charts)
 
 
 def test_final_findings_are_merged_without_duplicates(tmp_path: Path) -> None:

@@ -1,9 +1,12 @@
-"""See a run: TensorBoard vital signs, a one-page HTML report, console summaries.
+"""See a run: TensorBoard vital signs, a one-page HTML report, console summaries, sinks.
 
-``import gradvitals.report`` imports neither tensorboard nor matplotlib; the names
-below load their module on first use.
+``import gradvitals.report`` imports neither tensorboard, matplotlib, wandb nor
+mlflow; the names below load their module on first use.
 
 - :class:`TensorBoardSink`: writes vital signs, findings and repairs to an event file.
+- :class:`WandbSink`, :class:`MLflowSink`, :class:`LoggingSink`: the same to a W&B run,
+  an MLflow run, or ``logging`` records with structured ``extra``; pass them as
+  ``gradvitals.watch(..., sinks=[...])`` (see ``docs/integrations.md``).
 - :func:`read_run` / :class:`RunData`: reads a gradvitals log back.
 - :func:`write_report`: writes the self-contained HTML report (``gradvitals report``).
 - :func:`format_finding` / :func:`summary_text`: plain-text lines for the console.
@@ -21,11 +24,17 @@ if TYPE_CHECKING:
     from gradvitals.report._html import write_report as write_report
     from gradvitals.report._read import RunData as RunData
     from gradvitals.report._read import read_run as read_run
+    from gradvitals.report._sink_logging import LoggingSink as LoggingSink
+    from gradvitals.report._sink_mlflow import MLflowSink as MLflowSink
+    from gradvitals.report._sink_wandb import WandbSink as WandbSink
     from gradvitals.report._tensorboard import TensorBoardSink as TensorBoardSink
 
 __all__ = [
+    "LoggingSink",
+    "MLflowSink",
     "RunData",
     "TensorBoardSink",
+    "WandbSink",
     "format_finding",
     "read_run",
     "summary_text",
@@ -34,6 +43,9 @@ __all__ = [
 
 _LAZY = {
     "TensorBoardSink": "gradvitals.report._tensorboard",
+    "WandbSink": "gradvitals.report._sink_wandb",
+    "MLflowSink": "gradvitals.report._sink_mlflow",
+    "LoggingSink": "gradvitals.report._sink_logging",
     "RunData": "gradvitals.report._read",
     "read_run": "gradvitals.report._read",
     "write_report": "gradvitals.report._html",

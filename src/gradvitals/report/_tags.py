@@ -1,8 +1,13 @@
-"""Tag names gradvitals writes to TensorBoard, shared by the writer and the reader.
+"""Tag names gradvitals writes, shared by every writer (sink) and the reader.
 
-Scalars are ``<statistic>/<layer>`` (one TensorBoard section per statistic), plus
-``loss/train`` and ``grad_norm_total/model``. Text summaries carry findings and
-repairs twice: as markdown for people and as JSON for :func:`~gradvitals.report.read_run`.
+Statistics are ``<statistic>/<layer>`` (one TensorBoard section per statistic), plus
+``loss/train`` and ``grad_norm_total/model``, as ``WindowRecord.scalars()`` names
+them. Every sink writes them under the :data:`TAG_PREFIX` namespace
+(:func:`namespaced`: ``gradvitals/loss/train``), so they never collide with a
+run's own ``loss`` or ``grad_norm``. Text summaries carry findings and repairs twice:
+as markdown for people and as JSON for :func:`~gradvitals.report.read_run`. The
+reader takes both spellings (:func:`canonical_tag`), so logs written before the
+namespace read as before.
 
 >>> split_tag("dead_fraction/net.1")
 ('dead_fraction', 'net.1')
@@ -14,12 +19,19 @@ repairs twice: as markdown for people and as JSON for :func:`~gradvitals.report.
 ('loss/train', 'loss/train')
 >>> canonical_tag("gradvitals/run_info")  # already namespaced: kept
 'gradvitals/run_info'
+>>> namespaced("grad_norm/fc1"), namespaced("gradvitals/findings_json")
+('gradvitals/grad_norm/fc1', 'gradvitals/findings_json')
+>>> namespaced_scalars({"loss/train": 2.5})
+{'gradvitals/loss/train': 2.5}
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
     "FINAL_JSON_TAG",
+    "FINDINGS_COUNT_TAG",
     "FINDINGS_JSON_TAG",
     "FINDINGS_TAG",
     "FORMAT_VERSION",
@@ -33,6 +45,8 @@ __all__ = [
     "TAG_PREFIX",
     "TOTAL_GRAD_NORM_TAG",
     "canonical_tag",
+    "namespaced",
+    "namespaced_scalars",
     "split_tag",
 ]
 
@@ -60,8 +74,11 @@ FINAL_JSON_TAG = "gradvitals/final_findings_json"
 #: JSON object ``{"gradvitals": version, "format": FORMAT_VERSION, ...}``; marks our logs.
 RUN_INFO_TAG = "gradvitals/run_info"
 FORMAT_VERSION = 1
-#: A namespace a writer may put in front of every tag (``gradvitals/loss/train``).
+#: The namespace every writer puts in front of every tag (``gradvitals/loss/train``).
 TAG_PREFIX = "gradvitals/"
+#: A metric, for outputs without text (CSV, MLflow, HF ``report_to``): the number of
+#: findings so far in the run, logged with each window.
+FINDINGS_COUNT_TAG = "gradvitals/findings_count"
 _TEXT_TAGS = frozenset({FINDINGS_TAG, REPAIRS_TAG, SUMMARY_TAG})
 
 
@@ -83,3 +100,13 @@ def canonical_tag(tag: str) -> str:
             return tag
         tag = rest
     return tag
+
+
+def namespaced(tag: str) -> str:
+    """``tag`` under :data:`TAG_PREFIX` (unchanged when it already is): what sinks write."""
+    return tag if tag.startswith(TAG_PREFIX) else TAG_PREFIX + tag
+
+
+def namespaced_scalars(scalars: Mapping[str, float]) -> dict[str, float]:
+    """``record.scalars()`` with every tag :func:`namespaced`."""
+    return {namespaced(tag): float(v) for tag, v in scalars.items()}

@@ -1,7 +1,8 @@
 """Write gradvitals' vital signs to a TensorBoard event file, with no ML framework.
 
-:class:`TensorBoardSink` writes ``record.scalars()`` once per sync window, findings
-and repairs as text (markdown for people, JSON for :func:`~gradvitals.report.read_run`),
+:class:`TensorBoardSink` writes ``record.scalars()`` once per sync window, under the
+``gradvitals/`` namespace (``gradvitals/loss/train``, ``gradvitals/grad_norm/<layer>``,
+see :mod:`gradvitals.report._tags`), findings and repairs as text (markdown for people, JSON for :func:`~gradvitals.report.read_run`),
 a ``gradvitals/run_info`` marker and a custom-scalars layout. It uses only the
 ``tensorboard`` package: protos from ``tensorboard.compat.proto`` and the TFRecord
 framing of ``tensorboard.summary.writer.record_writer``. It does not use
@@ -16,7 +17,7 @@ sync points (every few dozen steps), and a crash then loses nothing already logg
 ...                    layers={"fc1": LayerStats("fc1", grad_norm=0.5, weight_norm=2.0, update_norm=0.002)})
 >>> with TensorBoardSink(tempfile.mkdtemp(), run_info={"model": "mlp"}) as sink:
 ...     sink.write_window(rec, [])
->>> sorted(rec.scalars())
+>>> sorted(rec.scalars())  # written as gradvitals/grad_norm/fc1...
 ['grad_norm/fc1', 'grad_norm_total/model', 'update_ratio/fc1']
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import socket
 import threading
 import time
@@ -44,25 +46,34 @@ __all__ = ["TensorBoardSink", "scalars_layout"]
 
 _uid = itertools.count()
 
+
+def _rx(section: str) -> str:
+    """The regex of one statistic's tags: ``^gradvitals/<section>/``."""
+    return "^" + re.escape(T.namespaced(section + "/"))
+
+
 #: The custom-scalars dashboard: category -> [(chart title, [tag regexes])].
 LAYOUT: tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
-    ("Loss", (("training loss", ("^loss/",)),)),
+    ("Loss", (("training loss", (_rx("loss"),)),)),
     (
         "Dead units",
         (
-            ("dead fraction per layer (units never positive in a window)", ("^dead_fraction/",)),
-            ("zero fraction per layer (sparsity, not death)", ("^zero_fraction/",)),
+            ("dead fraction per layer (units never positive in a window)", (_rx("dead_fraction"),)),
+            ("zero fraction per layer (sparsity, not death)", (_rx("zero_fraction"),)),
         ),
     ),
-    ("Saturation", (("saturated fraction per layer", ("^saturation/",)),)),
+    ("Saturation", (("saturated fraction per layer", (_rx("saturation"),)),)),
     (
         "Gradient norms",
         (
-            ("gradient norm per layer", ("^grad_norm/",)),
-            ("global gradient norm", ("^grad_norm_total/",)),
+            ("gradient norm per layer", (_rx("grad_norm"),)),
+            ("global gradient norm", (_rx("grad_norm_total"),)),
         ),
     ),
-    ("Update ratios", (("update / weight norm per layer (healthy ~1e-3)", ("^update_ratio/",)),)),
+    (
+        "Update ratios",
+        (("update / weight norm per layer (healthy ~1e-3)", (_rx("update_ratio"),)),),
+    ),
 )
 
 
@@ -185,7 +196,10 @@ class TensorBoardSink:
     def write_window(self, record: WindowRecord, findings: list[Finding]) -> None:
         """Log one window: ``record.scalars()`` at ``record.step``, and its findings as text."""
         S = self._pb.summary_pb2.Summary
-        values = [S.Value(tag=tag, simple_value=v) for tag, v in record.scalars().items()]
+        values = [
+            S.Value(tag=tag, simple_value=v)
+            for tag, v in T.namespaced_scalars(record.scalars()).items()
+        ]
         values += self._findings_values(findings, T.FINDINGS_TAG, T.FINDINGS_JSON_TAG)
         self._last_step = max(self._last_step, int(record.step))
         self._write_values(record.step, values)
@@ -194,7 +208,7 @@ class TensorBoardSink:
         if not findings:
             return []
         return [
-            self._pb.text(md_tag, findings_markdown(findings)),
+            self._pb.text(T.namespaced(md_tag), findings_markdown(findings)),
             self._pb.text(json_tag, to_json([f.to_dict() for f in findings])),
         ]
 
@@ -208,7 +222,7 @@ class TensorBoardSink:
         step = max(self._last_step, _int(repair.get("step")))
         self._last_step = step
         values = [
-            self._pb.text(T.REPAIRS_TAG, repair_markdown(repair)),
+            self._pb.text(T.namespaced(T.REPAIRS_TAG), repair_markdown(repair)),
             self._pb.text(T.REPAIRS_JSON_TAG, to_json([dict(repair)])),
         ]
         self._write_values(step, values)
@@ -219,7 +233,7 @@ class TensorBoardSink:
         ``findings`` may repeat per-window ones (the reader de-duplicates) or hold only
         the final "could not repair" ones.
         """
-        values = [self._pb.text(T.SUMMARY_TAG, summary_markdown(findings))]
+        values = [self._pb.text(T.namespaced(T.SUMMARY_TAG), summary_markdown(findings))]
         values.append(self._pb.text(T.FINAL_JSON_TAG, to_json([f.to_dict() for f in findings])))
         self._write_values(self._last_step, values)
 

@@ -38,11 +38,12 @@ written, so its weights are bitwise identical to an unwatched run's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from gradvitals.errors import UsageError
 from gradvitals.findings import Finding
 from gradvitals.remedies import ACTION_SPECS, ActionContext, ActionRegistry, RepairPolicy
 from gradvitals.session import as_policy
@@ -50,7 +51,7 @@ from gradvitals.stats import SATURATING
 from gradvitals.torch import _repair_actions as act
 from gradvitals.torch._repair_snapshot import Snapshot
 
-__all__ = ["TORCH_ACTIONS", "TorchRepairHost", "resolve_policy"]
+__all__ = ["TORCH_ACTIONS", "TorchRepairHost", "attach_repair", "resolve_policy"]
 
 log = logging.getLogger("gradvitals")
 
@@ -75,14 +76,24 @@ class TorchRepairHost:
         monitor: the :class:`~gradvitals.torch.Monitor`.
         optimizer: the optimizer being repaired.
         policy: the :class:`~gradvitals.RepairPolicy`.
+        install_clip: how a repair's gradient clipping is hooked in: called with the
+            :class:`~gradvitals.torch._repair_actions.GradClip`, returns a handle with
+            ``remove()``. Default: an optimizer step pre-hook (see :func:`attach_repair`).
     """
 
     actions = TORCH_ACTIONS
 
-    def __init__(self, monitor: Any, optimizer: torch.optim.Optimizer, policy: RepairPolicy):
+    def __init__(
+        self,
+        monitor: Any,
+        optimizer: torch.optim.Optimizer,
+        policy: RepairPolicy,
+        install_clip: Callable[[act.GradClip], Any] | None = None,
+    ):
         self.monitor = monitor
         self.optimizer = optimizer
         self.policy = policy
+        self._install_clip = install_clip
         self.snapshot = Snapshot(monitor.model, optimizer, offload_to_cpu=policy.offload_to_cpu)
         self.clip: act.GradClip | None = None
         self.guard: act.StepGuard | None = None
@@ -98,6 +109,12 @@ class TorchRepairHost:
     @property
     def model(self) -> torch.nn.Module:
         return self.monitor.model  # type: ignore[no-any-return]
+
+    def install_clip(self, clip: act.GradClip) -> Any:
+        """Hook ``clip`` in where gradients are final; returns a handle with ``remove()``."""
+        if self._install_clip is not None:
+            return self._install_clip(clip)
+        return clip.install(self.optimizer)
 
     def capture(self, step: int) -> bool:
         return self.snapshot.capture(step)
@@ -148,6 +165,51 @@ class TorchRepairHost:
             return None
         role = f.evidence.get("site_role", "output")
         return act.find_incoming(self.model, f.layer, int(units), role)
+
+
+def attach_repair(
+    monitor: Any,
+    optimizer: torch.optim.Optimizer,
+    policy: RepairPolicy | dict[str, Any] | None = None,
+    *,
+    install_clip: Callable[[act.GradClip], Any] | None = None,
+) -> Any:
+    """Turn on repair for a monitor created without an optimizer (framework callbacks).
+
+    The Lightning and Hugging Face callbacks count steps themselves, so their
+    :class:`~gradvitals.torch.Monitor` has ``optimizer=None``; they hand the framework's
+    torch optimizer here. Builds a :class:`TorchRepairHost`, enables repair on the
+    monitor's session and takes the first snapshot (the state now).
+
+    Args:
+        monitor: the :class:`~gradvitals.torch.Monitor`.
+        optimizer: the ``torch.optim.Optimizer`` that trains the monitored model (not a
+            framework wrapper around it).
+        policy: a :class:`~gradvitals.RepairPolicy`, a dict of its fields, or None.
+        install_clip: where a ``clip_grad_norm`` repair hooks in, for loops whose
+            ``optimizer.step`` computes the gradients itself (a closure, as Lightning
+            does): its step pre-hooks run before the gradients exist.
+
+    Returns:
+        The session's :class:`~gradvitals.session.RepairController`.
+
+    >>> import torch, gradvitals
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> monitor = gradvitals.watch(model, lint=False)  # no optimizer: steps counted by hand
+    >>> ctl = attach_repair(monitor, torch.optim.SGD(model.parameters(), lr=0.1))
+    >>> ctl.snapshot_step, monitor.session.repair is ctl
+    (0, True)
+    """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise UsageError(
+            f"repair needs the torch optimizer, got {type(optimizer).__name__}; unwrap it "
+            "first (Accelerate: accelerated_optimizer.optimizer)"
+        )
+    pol = resolve_policy(policy)
+    host = TorchRepairHost(monitor, optimizer, pol, install_clip=install_clip)
+    controller = monitor.session.enable_repair(host, pol)
+    controller.capture(monitor.step_count)
+    return controller
 
 
 def _multi_rank() -> bool:
@@ -222,7 +284,7 @@ def _clip(host: TorchRepairHost, ctx: ActionContext) -> str | None:
     if value is None:
         value, source = 1.0, "a default: no healthy gradient norms were seen"
     host.clip = act.GradClip(value)
-    host.monitor.add_permanent_hook(host.clip.install(host.optimizer))
+    host.monitor.add_permanent_hook(host.install_clip(host.clip))
     return f"clipping the global gradient norm at {value:.3g} ({source})"
 
 

@@ -12,8 +12,13 @@ under DDP), and the loss. Ranks hold different numbers of examples.
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -358,3 +363,40 @@ def test_reduce_codes_cover_every_field() -> None:
     codes = layout.reduce_codes()
     assert codes.shape == (layout.size,)
     assert set(codes.tolist()) == {int(r) for r in Reduce}
+
+
+# -- benchmarks/memory.py ----------------------------------------------------------------
+
+
+def _memory_benchmark() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "memory.py"
+    spec = importlib.util.spec_from_file_location("bench_memory", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cpu_peak_meter_counts_live_tensor_bytes() -> None:
+    memory = _memory_benchmark()
+    before = torch.empty(4 << 20, dtype=torch.uint8)  # resident before: not counted
+    with memory.peak_meter(torch.device("cpu")) as peak:
+        a = torch.empty(1 << 20, dtype=torch.uint8)
+        b = torch.empty(2 << 20, dtype=torch.uint8)
+        del a, before  # freeing a block from before the measurement lowers nothing
+        c = torch.empty(1 << 19, dtype=torch.uint8)
+    assert peak() == 3 << 20  # a and b alive together; b and c are 2.5 MiB
+    del b, c
+
+
+def test_memory_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    memory = _memory_benchmark()
+    assert memory.main(["--smoke", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| parameters | width x depth |" in out and "extra / parameter bytes" in out
+    (row,) = json.loads((tmp_path / "memory.json").read_text())["results"]
+    assert row["params"] == row["width"] * (row["width"] + 1) * row["depth"]
+    # watching allocates something (accumulators at least), never frees the user's memory
+    assert row["peak_watched"] > row["peak_unwatched"] > 0
+    assert f"{100 * row['extra'] / row['param_bytes']:.1f}%" in out

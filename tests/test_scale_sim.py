@@ -400,3 +400,18 @@ def test_memory_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[st
     # watching allocates something (accumulators at least), never frees the user's memory
     assert row["peak_watched"] > row["peak_unwatched"] > 0
     assert f"{100 * row['extra'] / row['param_bytes']:.1f}%" in out
+
+
+def test_the_7b_layout_quoted_in_the_docs() -> None:
+    """docs/scale-out.md: a Llama-7B shape packs 1,497,752 values (11.4 MiB) a window."""
+    hidden, mlp, blocks = 4096, 11008, 32
+    sites: list[tuple[str, int]] = []
+    for b in range(blocks):
+        sites += [(f"layers.{b}.{n}", hidden) for n in ("q", "k", "v", "o", "gate", "up")]
+        sites += [(f"layers.{b}.act_fn", mlp), (f"layers.{b}.down", mlp)]
+    sites.append(("lm_head", hidden))
+    layout = Layout(sites=tuple(sites), n_layers=9 * blocks + 3)
+    assert (len(sites), layout.n_layers) == (257, 291)
+    assert layout.size == 1_497_752 and round(8 * layout.size / 2**20, 1) == 11.4
+    codes = layout.reduce_codes()
+    assert round(float((codes == Reduce.MAX).mean()), 3) == 0.998  # the per-unit flags

@@ -215,7 +215,6 @@ class TensorBoardSink:
             "custom_scalars__config__", scalars_layout().SerializeToString(), self._pb.layout_meta
         )
         self._write_values(0, [self._pb.text(T.RUN_INFO_TAG, to_json(info)), layout])
-        self._writer.flush()  # the header is on disk before the first window
 
     # -- writing -------------------------------------------------------------------
     def _emit(self, event: Any) -> None:

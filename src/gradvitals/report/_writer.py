@@ -75,7 +75,8 @@ class BackgroundWriter:
             :data:`MAX_PENDING`, at least 1).
 
     The thread starts on the first :meth:`submit`; until then :meth:`write_record`
-    may be called directly (a file header written by the constructor of the owner).
+    may be called directly (a file header written by the constructor of the owner),
+    and flushes at once.
     """
 
     def __init__(self, file: IO[bytes], *, label: str, max_pending: int = MAX_PENDING) -> None:
@@ -132,8 +133,6 @@ class BackgroundWriter:
         """Wait until every submitted job is written and flushed to the OS."""
         self._warn_error()
         with self._cond:
-            if self._thread is None and not self._stopping:  # records written directly
-                self._file.flush()
             while (self._jobs or self._running) and self._alive():
                 self._cond.wait(0.5)
         self._warn_error()
@@ -159,8 +158,11 @@ class BackgroundWriter:
 
     # -- the writer thread's side -------------------------------------------------------
     def write_record(self, data: bytes) -> None:
-        """Frame ``data`` and write it. Call from a job (or before the first submit)."""
+        """Frame ``data`` and write it. Call from a job, or before the first submit (a
+        header: then it is flushed at once)."""
         self._file.write(frame(data))
+        if self._thread is None:
+            self._file.flush()
 
     def _start(self) -> None:
         if self._thread is None:

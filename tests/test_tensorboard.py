@@ -9,11 +9,15 @@ the stub in this process would break Keras' TensorBoard callback in other tests.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import re
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -284,6 +288,7 @@ def test_unclosed_sink_has_flushed_every_window(tmp_path: Path) -> None:
     sink = TensorBoardSink(tmp_path)
     for r in records:
         sink.write_window(r, [])
+    sink.flush()  # writes are queued to a background thread: wait for them
     run = read_run(tmp_path)  # while the sink is still open
     assert len(run.scalars["loss/train"]) == 3
     sink.close()
@@ -398,3 +403,248 @@ def test_no_framework_is_imported() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- the background writer ---------------------------------------------------------------
+
+
+class _File:
+    """An event file whose writes can be slowed, held at a gate, or made to fail.
+
+    Writes from the thread that opened it (the header, written by the sink's
+    constructor) pass untouched; ``threads`` names the thread of every write."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        delay: float = 0.0,
+        gate: threading.Event | None = None,
+        fail: OSError | None = None,
+    ) -> None:
+        self.fh = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.delay, self.gate, self.fail = delay, gate, fail
+        self.owner = threading.current_thread()
+        self.threads: list[str] = []
+
+    def write(self, data: bytes) -> int:
+        self.threads.append(threading.current_thread().name)
+        if threading.current_thread() is not self.owner:
+            if self.fail is not None:
+                raise self.fail
+            if self.gate is not None:
+                self.gate.wait(30)
+            time.sleep(self.delay)
+        return self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.fh.closed
+
+
+@pytest.fixture
+def event_file(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Make the next sinks open a :class:`_File` with these options; ``files`` lists them."""
+    from gradvitals.report import _tensorboard
+
+    opts: dict[str, object] = {"files": []}
+
+    def opener(path: Path) -> _File:
+        f = _File(path, **{k: v for k, v in opts.items() if k != "files"})  # type: ignore[arg-type]
+        opts["files"].append(f)  # type: ignore[attr-defined]
+        return f
+
+    monkeypatch.setattr(_tensorboard, "_open_event_file", opener)
+    return opts
+
+
+def _wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    t_end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < t_end, "timed out"
+        time.sleep(0.005)
+
+
+def test_writes_run_off_the_calling_thread(tmp_path: Path, event_file: dict) -> None:
+    gate = threading.Event()
+    event_file["gate"] = gate
+    records, _ = synthetic_run("healthy", n_windows=4)
+    sink = TensorBoardSink(tmp_path)
+    (f,) = event_file["files"]
+    header = len(f.threads)
+    for r in records:
+        sink.write_window(r, [])  # returns although no window can be written yet
+    assert sink._writer.pending == len(records)
+    gate.set()
+    sink.flush()
+    assert sink._writer.pending == 0
+    writers = set(f.threads[header:])  # one write per window, all on the writer thread
+    assert len(f.threads) == header + len(records) and len(writers) == 1
+    assert threading.current_thread().name not in writers
+    assert [s for s, _ in read_run(tmp_path).scalars["loss/train"]] == [r.step for r in records]
+    sink.close()
+
+
+def test_a_full_queue_blocks_and_drops_nothing(tmp_path: Path, event_file: dict) -> None:
+    gate = threading.Event()
+    event_file["gate"] = gate
+    records, _ = synthetic_run("healthy", n_windows=6)
+    sink = TensorBoardSink(tmp_path, max_pending=2)
+    producer = threading.Thread(target=lambda: [sink.write_window(r, []) for r in records])
+    producer.start()
+    # one job held at the gate and two queued: the fourth write_window waits
+    _wait_for(lambda: sink._writer.pending == 3)
+    producer.join(0.2)
+    assert producer.is_alive() and sink._writer.pending == 3
+    gate.set()
+    producer.join(30)
+    assert not producer.is_alive()
+    sink.close()
+    assert [s for s, _ in read_run(tmp_path).scalars["loss/train"]] == [r.step for r in records]
+
+
+def test_close_drains_the_queue(tmp_path: Path, event_file: dict) -> None:
+    gate = threading.Event()
+    event_file["gate"] = gate
+    records, findings = synthetic_run("dying_relu", n_windows=6)
+    sink = TensorBoardSink(tmp_path)
+    for r in records:
+        sink.write_window(r, [f for f in findings if f.step == r.step])
+    sink.write_final(findings)
+    assert sink._writer.pending == len(records) + 1
+    threading.Timer(0.1, gate.set).start()
+    sink.close()  # waits for the gate, then writes everything
+    assert sink._writer.pending == 0 and event_file["files"][0].closed
+    run = read_run(tmp_path)
+    assert run.steps() == [r.step for r in records]
+    assert [f.to_dict() for f in run.findings] == [f.to_dict() for f in findings]
+
+
+def test_findings_are_copied_when_queued(tmp_path: Path, event_file: dict) -> None:
+    """A finding changed after write_window (by an on_finding callback) is logged as it was."""
+    gate = threading.Event()
+    event_file["gate"] = gate
+    records, findings = synthetic_run("dying_relu", n_windows=6)
+    (f,) = findings
+    with TensorBoardSink(tmp_path) as sink:
+        sink.write_window(records[-1], [f])
+        original = f.message
+        f.message = "changed later"
+        gate.set()
+    assert [g.message for g in read_run(tmp_path).findings] == [original]
+    f.message = original
+
+
+def test_an_exception_in_the_loop_keeps_every_window(tmp_path: Path, event_file: dict) -> None:
+    import torch
+
+    import gradvitals
+    from conftest import digits, mlp
+
+    gate = threading.Event()
+    event_file["gate"] = gate  # no window reaches the file before the loop raises
+    x, y = digits()
+    torch.manual_seed(0)
+    model = mlp(torch.nn.ReLU, 2, 16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    pending_at_raise = -1
+    with (
+        pytest.raises(RuntimeError, match="data loader died"),
+        gradvitals.watch(model, opt, every=2, log_dir=str(tmp_path), console=False) as monitor,
+    ):
+        for step in range(40):
+            loss = torch.nn.functional.cross_entropy(model(x[:32]), y[:32])
+            monitor.observe_loss(loss)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step == 30:
+                pending_at_raise = monitor.session.sinks[0]._writer.pending
+                threading.Timer(0.1, gate.set).start()
+                raise RuntimeError("data loader died")
+    written = [r.step for r in monitor.history]
+    assert pending_at_raise >= len(written) - 1 >= 10  # all queued (bar the last) at the raise
+    assert read_run(tmp_path).steps() == written
+
+
+def test_an_unclosed_sink_is_drained_at_interpreter_exit(tmp_path: Path) -> None:
+    code = (
+        "import atexit, sys, threading\n"
+        "from gradvitals.report import TensorBoardSink, _tensorboard\n"
+        "from gradvitals.report._synthetic import synthetic_run\n"
+        "real, gate, main = _tensorboard._open_event_file, threading.Event(), threading.main_thread()\n"
+        "class Held:\n"  # the windows wait at the gate until the interpreter exits
+        "    def __init__(self, fh): self.fh = fh\n"
+        "    def write(self, b):\n"
+        "        if threading.current_thread() is not main: gate.wait()\n"
+        "        return self.fh.write(b)\n"
+        "    def flush(self): self.fh.flush()\n"
+        "    def close(self): self.fh.close()\n"
+        "_tensorboard._open_event_file = lambda p: Held(real(p))\n"
+        "records, _ = synthetic_run('healthy', n_windows=8)\n"
+        "sink = TensorBoardSink(sys.argv[1])\n"
+        "atexit.register(gate.set)\n"  # runs before the sink's finalizer (atexit is LIFO)
+        "for r in records:\n"
+        "    sink.write_window(r, [])\n"
+        "print(sink._writer.pending)\n"  # exits here, the sink neither closed nor flushed
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout.split()[-1] == "8", proc.stdout  # every window was queued at exit
+    records, _ = synthetic_run("healthy", n_windows=8)
+    assert read_run(tmp_path).steps() == [r.step for r in records]
+
+
+def test_a_write_error_warns_once_and_never_raises(tmp_path: Path, event_file: dict) -> None:
+    import errno
+
+    event_file["fail"] = OSError(errno.ENOSPC, "No space left on device")
+    records, findings = synthetic_run("dying_relu", n_windows=5)
+    sink = TensorBoardSink(tmp_path, run_info={"model": "mlp"})
+    with pytest.warns(RuntimeWarning, match="stopped writing the TensorBoard log") as caught:
+        for r in records:
+            sink.write_window(r, [])
+            sink.flush()
+        sink.write_repair(REPAIR)
+        sink.write_final(findings)
+        sink.close()
+    msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(msgs) == 1 and "No space left on device" in msgs[0]
+    run = read_run(tmp_path)  # what was written before the error is intact
+    assert run.run_info["model"] == "mlp" and run.steps() == []
+
+
+def test_a_failing_log_never_stops_training(tmp_path: Path, event_file: dict) -> None:
+    """Strict mode (the suite's) is for gradvitals' own bugs; a full disk is not one."""
+    import torch
+
+    from conftest import digits, mlp, train
+
+    event_file["fail"] = PermissionError(13, "Permission denied")
+    torch.manual_seed(0)
+    model = mlp(torch.nn.ReLU, 2, 16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with pytest.warns(RuntimeWarning, match="Permission denied") as caught:
+        monitor = train(model, opt, digits(), steps=30, watch={"every": 2, "log_dir": tmp_path})
+    assert monitor.step_count == 30 and len(monitor.history) >= 5
+    assert sum("stopped writing" in str(w.message) for w in caught) == 1
+
+
+def test_crc_framing_matches_tensorboards_writer(tmp_path: Path) -> None:
+    from gradvitals.report._writer import frame
+
+    for data in (b"", b"x", bytes(range(256)) * 40):
+        fh = io.BytesIO()
+        RecordWriter(fh).write(data)
+        assert frame(data) == fh.getvalue()

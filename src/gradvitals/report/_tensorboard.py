@@ -4,12 +4,19 @@
 ``gradvitals/`` namespace (``gradvitals/loss/train``, ``gradvitals/grad_norm/<layer>``,
 see :mod:`gradvitals.report._tags`), findings and repairs as text (markdown for people, JSON for :func:`~gradvitals.report.read_run`),
 a ``gradvitals/run_info`` marker and a custom-scalars layout. It uses only the
-``tensorboard`` package: protos from ``tensorboard.compat.proto`` and the TFRecord
-framing of ``tensorboard.summary.writer.record_writer``. It does not use
+``tensorboard`` package: protos from ``tensorboard.compat.proto``, framed as TFRecords
+here (with the C CRC-32C when one is installed, see ``_records.py``). It does not use
 ``EventFileWriter``, whose ``tf.io.gfile`` would import TensorFlow when installed.
 
-Writes are synchronous and flushed at each call: the adapters call the sink only at
-sync points (every few dozen steps), and a crash then loses nothing already logged.
+Writes happen off the training thread: ``write_window``, ``write_repair`` and
+``write_final`` queue their (host-side) arguments and return in microseconds; building
+the protos, serialising, the CRC-32C framing and the file write run on a daemon thread
+(:class:`~gradvitals.report._writer.BackgroundWriter`), which flushes after every window.
+At most 64 writes wait; one more blocks until the thread catches up (nothing is dropped).
+:meth:`TensorBoardSink.close` (also run at interpreter exit for an unclosed sink) drains
+the queue first. A write error (disk full, permissions) is shown once as a warning and
+stops the log; training is never interrupted. :meth:`TensorBoardSink.flush` waits until
+everything queued is on disk. A record must not be changed after it was written.
 
 >>> import tempfile
 >>> from gradvitals.stats import LayerStats, WindowRecord
@@ -23,16 +30,17 @@ sync points (every few dozen steps), and a crash then loses nothing already logg
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 import os
 import re
 import socket
-import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Concatenate, ParamSpec
 
 from gradvitals.errors import UsageError
 from gradvitals.findings import Finding
@@ -40,6 +48,7 @@ from gradvitals.report import _tags as T
 from gradvitals.report._deps import require
 from gradvitals.report._markdown import findings_markdown, repair_markdown, summary_markdown
 from gradvitals.report._summary import to_json
+from gradvitals.report._writer import MAX_PENDING, BackgroundWriter
 from gradvitals.stats import WindowRecord
 
 __all__ = ["TensorBoardSink", "scalars_layout"]
@@ -98,6 +107,39 @@ def scalars_layout() -> Any:
     return layout_pb2.Layout(category=categories)
 
 
+_P = ParamSpec("_P")
+
+
+def _open_event_file(path: Path) -> IO[bytes]:
+    """Open a new event file for writing (the one place a sink opens a file)."""
+    return open(path, "wb")
+
+
+def _snapshot(x: Any) -> Any:
+    """What the writer thread may read later: a record as is (host-side, not changed
+    after it is written), anything else (findings, a repair dict) deep-copied."""
+    return x if isinstance(x, WindowRecord) else copy.deepcopy(x)
+
+
+def _queued(
+    method: Callable[Concatenate[TensorBoardSink, _P], None],
+) -> Callable[Concatenate[TensorBoardSink, _P], None]:
+    """Run ``method`` on the sink's writer thread: the caller queues its arguments
+    and returns (it blocks only while the queue is full)."""
+
+    @functools.wraps(method)
+    def enqueue(self: TensorBoardSink, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        if self.closed:
+            raise UsageError(
+                f"this TensorBoardSink ({self.path}) is closed; create a new one to log more"
+            )
+        a = [_snapshot(x) for x in args]
+        kw = {k: _snapshot(v) for k, v in kwargs.items()}
+        self._writer.submit(lambda: method(self, *a, **kw))
+
+    return enqueue
+
+
 def _int(x: Any) -> int:
     try:
         return int(x)
@@ -116,7 +158,6 @@ class _Protos:
         self.shape_pb2 = require("tensorboard.compat.proto.tensor_shape_pb2", **req)
         self.types_pb2 = require("tensorboard.compat.proto.types_pb2", **req)
         text_data = require("tensorboard.plugins.text.plugin_data_pb2", **req)
-        self.record_writer = require("tensorboard.summary.writer.record_writer", **req)
         S = self.summary_pb2.SummaryMetadata
         self.text_meta = S(
             plugin_data=S.PluginData(
@@ -147,10 +188,16 @@ class TensorBoardSink:
             interval...), stored under ``gradvitals/run_info`` with the gradvitals version.
 
     Call :meth:`close` (or use ``with``) when done; an unclosed sink is closed at exit.
+    Writes run on a background thread; at most ``max_pending`` (default 64) wait before
+    a ``write_*`` call blocks, and :meth:`flush` waits for them.
     """
 
     def __init__(
-        self, log_dir: str | os.PathLike[str], *, run_info: dict[str, Any] | None = None
+        self,
+        log_dir: str | os.PathLike[str],
+        *,
+        run_info: dict[str, Any] | None = None,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self._pb = _Protos()
         self.log_dir = Path(log_dir)
@@ -162,10 +209,13 @@ class TensorBoardSink:
             ) from e
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_uid)}"
         self.path = self.log_dir / name
-        self._file: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 - closed by close()/finalizer
-        self._writer = self._pb.record_writer.RecordWriter(self._file)
-        self._finalizer = weakref.finalize(self, self._file.close)
-        self._lock = threading.Lock()
+        self._writer = BackgroundWriter(
+            _open_event_file(self.path),
+            label=f"the TensorBoard log {self.path}",
+            max_pending=max_pending,
+        )
+        # drains and closes at close(), when collected, or at interpreter exit
+        self._finalizer = weakref.finalize(self, self._writer.close)
         self._last_step = 0
         self._emit(self._pb.event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
 
@@ -179,13 +229,8 @@ class TensorBoardSink:
 
     # -- writing -------------------------------------------------------------------
     def _emit(self, event: Any) -> None:
-        with self._lock:
-            if self._file.closed:
-                raise UsageError(
-                    f"this TensorBoardSink ({self.path}) is closed; create a new one to log more"
-                )
-            self._writer.write(event.SerializeToString())
-            self._file.flush()
+        # on the writer thread (or in __init__, before it starts)
+        self._writer.write_record(event.SerializeToString())
 
     def _write_values(self, step: int, values: list[Any]) -> None:
         if not values:
@@ -193,6 +238,7 @@ class TensorBoardSink:
         summary = self._pb.summary_pb2.Summary(value=values)
         self._emit(self._pb.event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
+    @_queued
     def write_window(self, record: WindowRecord, findings: list[Finding]) -> None:
         """Log one window: ``record.scalars()`` at ``record.step``, and its findings as text."""
         S = self._pb.summary_pb2.Summary
@@ -212,6 +258,7 @@ class TensorBoardSink:
             self._pb.text(json_tag, to_json([f.to_dict() for f in findings])),
         ]
 
+    @_queued
     def write_repair(self, repair: Mapping[str, Any]) -> None:
         """Log a repair record ``{"step", "action", "reason", "kind", "layer", "healthy_after"}``.
 
@@ -227,6 +274,7 @@ class TensorBoardSink:
         ]
         self._write_values(step, values)
 
+    @_queued
     def write_final(self, findings: list[Finding]) -> None:
         """Log the end-of-run summary (``summary``) at the last step seen.
 
@@ -238,19 +286,18 @@ class TensorBoardSink:
         self._write_values(self._last_step, values)
 
     def flush(self) -> None:
-        """Push buffered bytes to the OS (each write already does)."""
-        with self._lock:
-            if not self._file.closed:
-                self._file.flush()
+        """Wait until every queued write is in the file and flushed to the OS."""
+        if not self.closed:
+            self._writer.flush()
 
     def close(self) -> None:
-        """Flush and close the event file; later writes raise ``UsageError``. Idempotent."""
-        with self._lock:
-            self._finalizer()
+        """Write everything queued, then close the event file; later writes raise
+        ``UsageError``. Idempotent."""
+        self._finalizer()
 
     @property
     def closed(self) -> bool:
-        return self._file.closed
+        return self._writer.closed
 
     def __enter__(self) -> TensorBoardSink:
         return self

@@ -407,3 +407,23 @@ def test_repair_works_on_a_module_with_extra_state() -> None:
     assert mon.session.repair is not None and mon.session.repair.host.restore() is not None
     assert model.tag == {"version": 3} and not mon.disabled
     mon.close()
+
+
+def test_the_html_report_opens_with_the_coverage_line(tmp_path: Path) -> None:
+    from gradvitals.report import write_report
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.LSTM(8, 8, batch_first=True))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = gradvitals.watch(model, opt, every=2, lint=False, console=False, log_dir=str(tmp_path))
+    for _ in range(6):
+        out, _ = model(torch.randn(4, 3, 4))
+        loss = out.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        mon.observe_loss(loss)
+    mon.close()
+    page = write_report(tmp_path, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "activation sites: <strong>2 of 2</strong>" in page
+    assert "<code>2 gates</code> (inside the fused kernel" in page

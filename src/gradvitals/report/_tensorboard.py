@@ -140,6 +140,19 @@ def _queued(
     return enqueue
 
 
+def _coverage_markdown(c: dict[str, Any]) -> str:
+    """One markdown line: what was measured, and what not."""
+    text = (
+        f"**Watched**: activation sites {c.get('sites_measured')} of {c.get('sites_total')}, "
+        f"layers {c.get('layers_measured')} of {c.get('layers_total')}"
+    )
+    missing = c.get("not_measured") or {}
+    if missing:
+        items = [f"`{k}` ({v})" if v else f"`{k}`" for k, v in list(missing.items())[:8]]
+        text += "; not measured: " + ", ".join(items)
+    return text + "."
+
+
 def _int(x: Any) -> int:
     try:
         return int(x)
@@ -275,14 +288,21 @@ class TensorBoardSink:
         self._write_values(step, values)
 
     @_queued
-    def write_final(self, findings: list[Finding]) -> None:
+    def write_final(self, findings: list[Finding], summary: dict[str, Any] | None = None) -> None:
         """Log the end-of-run summary (``summary``) at the last step seen.
 
         ``findings`` may repeat per-window ones (the reader de-duplicates) or hold only
-        the final "could not repair" ones.
+        the final "could not repair" ones. ``summary`` (the session's: coverage, windows,
+        notes) goes into the final JSON beside them, so the report shows what was watched.
         """
-        values = [self._pb.text(T.namespaced(T.SUMMARY_TAG), summary_markdown(findings))]
-        values.append(self._pb.text(T.FINAL_JSON_TAG, to_json([f.to_dict() for f in findings])))
+        text = summary_markdown(findings)
+        coverage = (summary or {}).get("coverage")
+        if coverage:
+            text = _coverage_markdown(coverage) + "\n\n" + text
+        values = [self._pb.text(T.namespaced(T.SUMMARY_TAG), text)]
+        items: list[Any] = [dict(summary)] if summary else []
+        items += [f.to_dict() for f in findings]
+        values.append(self._pb.text(T.FINAL_JSON_TAG, to_json(items)))
         self._write_values(self._last_step, values)
 
     def flush(self) -> None:

@@ -142,8 +142,12 @@ class SiteStats:
 
     @property
     def dead_fraction(self) -> float:
-        r"""Fraction of units not positive for any example: :math:`\frac{1}{U}\sum_u [\max_x a_u(x) \le 0]`."""
-        if self.units == 0 or self.n_examples == 0:
+        r"""Fraction of units not positive for any example: :math:`\frac{1}{U}\sum_u [\max_x a_u(x) \le 0]`.
+
+        NaN when the window held NaN/Inf activations: a NaN unit is not positive, but it
+        is not dead either.
+        """
+        if self.units == 0 or self.n_examples == 0 or self.n_nonfinite:
             return float("nan")
         return float(self.dead_mask.mean())
 

@@ -146,8 +146,23 @@ def tag(signal: Signal, key: str) -> str:
     return f"{signal.name}/{key}"
 
 
+def _nonfinite(record: Any) -> bool:
+    loss = record.loss
+    if loss is not None and loss.n_nonfinite:
+        return True
+    if any(s.n_nonfinite for s in record.sites.values()):
+        return True
+    return any(lay.n_grad_nonfinite for lay in record.layers.values())
+
+
 def record_scalars(record: Any) -> dict[str, float]:
-    """Every signal of one window record as ``tag -> value``; NaN (not measured) omitted."""
+    """Every signal of one window record as ``tag -> value``.
+
+    A NaN means "not measured" and is omitted, except in a window whose data held NaN/Inf:
+    there a NaN is the measurement, and it is kept (the window is counted, and shown as
+    NaN, never as "dead").
+    """
+    keep_nan = _nonfinite(record)
     out: dict[str, float] = {}
     for sig in SIGNALS:
         if sig.scope == "site":
@@ -159,6 +174,6 @@ def record_scalars(record: Any) -> dict[str, float]:
         for key, obj in items:
             if sig.applies(obj):
                 v = float(sig.value(obj))
-                if not math.isnan(v):
+                if keep_nan or not math.isnan(v):
                     out[tag(sig, key)] = v
     return out

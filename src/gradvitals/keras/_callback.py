@@ -268,6 +268,7 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
                 sites = []
         self._sites = sites
         self._probe = Probe(m, self._table, sites, self.thresholds.saturation_eps, view)
+        self.session.model_facts = _model_facts(m, sites)
         return True
 
     def rebuild_probe(self) -> None:
@@ -495,3 +496,20 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._buffer.clear()
         self._loss_base = LossBase(0.0, 0.0, self.step_count)
         self._plan_next(self.step_count)
+
+
+def _model_facts(model: Any, sites: list[Site]) -> dict[str, Any]:
+    """What causes and remedies need to know of the architecture (see ``session``)."""
+    from gradvitals.keras._layout import walk_layers
+
+    layers = walk_layers(model)
+    kinds = [{c.__name__ for c in type(lay).__mro__} for lay in layers]
+    norm = {"BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization"}
+    rnn = {"RNN", "LSTM", "GRU", "SimpleRNN"}
+    return {
+        "framework": "keras",
+        "has_normalization": any(k & norm for k in kinds),
+        "recurrent": [lay.name for lay, k in zip(layers, kinds, strict=True) if k & rnn],
+        "output_sites": [],  # the model's output layers are never sites
+        "activations": {s.name: s.activation for s in sites},
+    }

@@ -30,6 +30,7 @@ from gradvitals.errors import GradvitalsError
 from gradvitals.findings import Cause, Finding
 from gradvitals.report._read import RunData, find_event_files, read_run
 from gradvitals.report._summary import fmt_value, most_important, repair_outcome, sentence
+from gradvitals.stats import SIGNALS
 
 __all__ = ["render_html", "write_report"]
 
@@ -68,21 +69,16 @@ ol.remedies{margin:4px 0 0 0;padding-left:20px}
 footer{margin-top:40px;color:#888;font-size:0.85em}
 """
 
-_FINAL_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("dead_fraction", "dead fraction"),
-    ("zero_fraction", "zero fraction"),
-    ("saturation", "saturation"),
-    ("grad_norm", "gradient norm"),
-    ("update_ratio", "update ratio"),
+#: (section, label) of the final-values table: every per-site and per-layer signal
+_FINAL_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (s.name, s.label) for s in SIGNALS if s.scope in ("site", "layer")
 )
 
-
+#: heat-map captions, from the signal table (log-scale ones are drawn as log10)
 _CAPTIONS = {
-    "dead_fraction": "fraction of units never positive for any example of the window",
-    "saturation": "fraction of sigmoid/tanh outputs at an asymptote",
-    "grad_norm": "log10 of the layer's gradient norm",
-    "update_ratio": "log10 of |update| / |weight|; white is the healthy 1e-3, red too large, "
-    "blue too small",
+    s.name: (f"log10 of the {s.caption}" if s.log_scale else s.caption)
+    for s in SIGNALS
+    if s.heatmap
 }
 
 

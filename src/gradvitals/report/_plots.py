@@ -32,6 +32,7 @@ from gradvitals.findings import Finding
 from gradvitals.report import _tags as T
 from gradvitals.report._deps import require
 from gradvitals.report._read import RunData
+from gradvitals.stats import SIGNALS
 
 __all__ = [
     "HEATMAPS",
@@ -44,12 +45,12 @@ __all__ = [
     "short_labels",
 ]
 
-#: section -> (title, colour-bar label, log10?, colour map)
+#: section -> (title, colour-bar label, log10?, colour map): the heat-map signals of
+#: :data:`~gradvitals.stats.SIGNALS`
 HEATMAPS: dict[str, tuple[str, str, bool, str]] = {
-    "dead_fraction": ("Dead units", "dead fraction", False, "magma"),
-    "saturation": ("Saturation", "saturated fraction", False, "magma"),
-    "grad_norm": ("Gradient norm", "log10 grad norm", True, "viridis"),
-    "update_ratio": ("Update ratio", "log10 update ratio", True, "RdBu_r"),
+    s.name: (s.title, f"log10 {s.label}" if s.log_scale else s.label, s.log_scale, s.cmap)
+    for s in SIGNALS
+    if s.heatmap
 }
 NAN_COLOR = "#ff3ea5"  # NaN/Inf cells and markers
 MISSING_COLOR = "#d9d9d9"  # not measured

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from gradvitals.stats._signals import SIGNALS, get, tag
+
 __all__ = [
     "FINAL_JSON_TAG",
     "FINDINGS_COUNT_TAG",
@@ -51,17 +53,11 @@ __all__ = [
 ]
 
 #: Per-layer statistics, in the order the report shows them.
-LAYER_SECTIONS: tuple[str, ...] = (
-    "dead_fraction",
-    "zero_fraction",
-    "saturation",
-    "grad_norm",
-    "update_ratio",
-)
-LOSS_TAG = "loss/train"
-TOTAL_GRAD_NORM_TAG = "grad_norm_total/model"
+LAYER_SECTIONS: tuple[str, ...] = tuple(s.name for s in SIGNALS if s.scope in ("site", "layer"))
+LOSS_TAG = tag(get("loss"), get("loss").key)
+TOTAL_GRAD_NORM_TAG = tag(get("grad_norm_total"), get("grad_norm_total").key)
 #: Every scalar section gradvitals writes; a log with none of them is not ours.
-GRADVITALS_SECTIONS: frozenset[str] = frozenset({*LAYER_SECTIONS, "loss", "grad_norm_total"})
+GRADVITALS_SECTIONS: frozenset[str] = frozenset(s.name for s in SIGNALS)
 
 #: Markdown text, for people (TensorBoard's Text tab).
 FINDINGS_TAG = "findings"

@@ -49,7 +49,7 @@ from gradvitals.report._deps import require
 from gradvitals.report._markdown import findings_markdown, repair_markdown, summary_markdown
 from gradvitals.report._summary import to_json
 from gradvitals.report._writer import MAX_PENDING, BackgroundWriter
-from gradvitals.stats import WindowRecord
+from gradvitals.stats import SIGNALS, WindowRecord
 
 __all__ = ["TensorBoardSink", "scalars_layout"]
 
@@ -62,28 +62,16 @@ def _rx(section: str) -> str:
 
 
 #: The custom-scalars dashboard: category -> [(chart title, [tag regexes])].
-LAYOUT: tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
-    ("Loss", (("training loss", (_rx("loss"),)),)),
-    (
-        "Dead units",
-        (
-            ("dead fraction per layer (units never positive in a window)", (_rx("dead_fraction"),)),
-            ("zero fraction per layer (sparsity, not death)", (_rx("zero_fraction"),)),
-        ),
-    ),
-    ("Saturation", (("saturated fraction per layer", (_rx("saturation"),)),)),
-    (
-        "Gradient norms",
-        (
-            ("gradient norm per layer", (_rx("grad_norm"),)),
-            ("global gradient norm", (_rx("grad_norm_total"),)),
-        ),
-    ),
-    (
-        "Update ratios",
-        (("update / weight norm per layer (healthy ~1e-3)", (_rx("update_ratio"),)),),
-    ),
-)
+def _layout() -> tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...]:
+    """One dashboard section per signal group (the loss first), one chart per signal."""
+    groups: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+    for sig in sorted(SIGNALS, key=lambda s: s.scope != "model" or s.name != "loss"):
+        groups.setdefault(sig.group, []).append((sig.caption, (_rx(sig.name),)))
+    return tuple((title, tuple(charts)) for title, charts in groups.items())
+
+
+#: The custom-scalars dashboard: category -> [(chart title, [tag regexes])].
+LAYOUT: tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = _layout()
 
 
 def scalars_layout() -> Any:

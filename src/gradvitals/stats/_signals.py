@@ -44,6 +44,9 @@ class Signal:
         heatmap: the report draws it as a layers x steps heat map.
         log_scale: shown on a log scale.
         key: the fixed tag key of a model-scope signal.
+        label: a short column or axis label (``"dead fraction"``).
+        group: the dashboard section it is charted in (``"Dead units"``).
+        cmap: the heat map's colour map.
     """
 
     name: str
@@ -55,6 +58,9 @@ class Signal:
     heatmap: bool = False
     log_scale: bool = False
     key: str = ""
+    label: str = ""
+    group: str = ""
+    cmap: str = "viridis"
 
 
 def _loss(record: Any) -> float:
@@ -71,6 +77,9 @@ SIGNALS: tuple[Signal, ...] = (
         value=lambda s: s.dead_fraction,
         applies=lambda s: s.relu_like,
         heatmap=True,
+        label="dead fraction",
+        group="Dead units",
+        cmap="magma",
     ),
     Signal(
         "zero_fraction",
@@ -79,6 +88,8 @@ SIGNALS: tuple[Signal, ...] = (
         "fraction of values exactly zero (sparsity, not death)",
         value=lambda s: s.zero_fraction,
         applies=lambda s: s.relu_like,
+        label="zero fraction",
+        group="Dead units",
     ),
     Signal(
         "saturation",
@@ -88,6 +99,9 @@ SIGNALS: tuple[Signal, ...] = (
         value=lambda s: s.saturation,
         applies=lambda s: s.saturating,
         heatmap=True,
+        label="saturation",
+        group="Saturation",
+        cmap="magma",
     ),
     Signal(
         "grad_norm",
@@ -98,16 +112,22 @@ SIGNALS: tuple[Signal, ...] = (
         applies=lambda lay: lay.has_grad,
         heatmap=True,
         log_scale=True,
+        label="gradient norm",
+        group="Gradient norms",
     ),
     Signal(
         "update_ratio",
         "layer",
         "Update ratio",
-        "|update| / |weight| of the optimizer step (healthy ~1e-3)",
+        "|update| / |weight| of the optimizer step; healthy is about 1e-3, larger is too "
+        "large, smaller too small",
         value=lambda lay: lay.update_ratio,
         applies=lambda lay: lay.has_grad,
         heatmap=True,
         log_scale=True,
+        label="update ratio",
+        group="Update ratios",
+        cmap="RdBu_r",
     ),
     Signal(
         "loss",
@@ -117,6 +137,8 @@ SIGNALS: tuple[Signal, ...] = (
         value=_loss,
         applies=lambda rec: True,
         key="train",
+        label="loss",
+        group="Loss",
     ),
     Signal(
         "grad_norm_total",
@@ -127,6 +149,8 @@ SIGNALS: tuple[Signal, ...] = (
         applies=lambda rec: True,
         log_scale=True,
         key="model",
+        label="global gradient norm",
+        group="Gradient norms",
     ),
 )
 

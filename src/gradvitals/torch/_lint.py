@@ -92,18 +92,12 @@ from gradvitals.torch._lint_loss import (
     output_loss_findings,
     output_tensor,
 )
+from gradvitals.torch._modules import CONVOLUTIONS
 from gradvitals.torch._stats import unit_dim_for
 
 __all__ = ["born_dead_probability", "lint"]
 
-_CONV = (
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-)
+_CONV = CONVOLUTIONS
 _AFFINE = (nn.Linear, *_CONV)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 _NORM: tuple[type[nn.Module], ...] = (

@@ -35,6 +35,7 @@ import re
 from torch import nn
 
 __all__ = [
+    "CONVOLUTIONS",
     "affine_out_units",
     "is_affine",
     "is_conv_like",
@@ -43,7 +44,8 @@ __all__ = [
     "is_recurrent",
 ]
 
-_CONV: tuple[type[nn.Module], ...] = (
+#: the ``torch.nn`` convolution classes (units on dim 1), one declaration for the package
+CONVOLUTIONS = (
     nn.Conv1d,
     nn.Conv2d,
     nn.Conv3d,
@@ -51,6 +53,7 @@ _CONV: tuple[type[nn.Module], ...] = (
     nn.ConvTranspose2d,
     nn.ConvTranspose3d,
 )
+_CONV: tuple[type[nn.Module], ...] = CONVOLUTIONS
 _LINEAR: tuple[type[nn.Module], ...] = (nn.Linear, nn.Bilinear)
 _NORM: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._BatchNorm,  # BatchNorm1d/2d/3d, SyncBatchNorm, lazy variants

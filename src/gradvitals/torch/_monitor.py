@@ -38,15 +38,13 @@ from gradvitals.session import Coverage, Session
 from gradvitals.stats import LayerInfo, Layout, SiteInfo, WindowRecord, assemble_record
 from gradvitals.stats._table import LOSS_FIELDS
 from gradvitals.torch._batch import BatchAccumulator, first_float_input, loss_ops, saved_targets
-from gradvitals.torch._modules import is_normalization, is_recurrent
+from gradvitals.torch._modules import is_conv_like, is_normalization, is_recurrent
 from gradvitals.torch._params import LayerTable, ParamAccumulator
 from gradvitals.torch._sites import SiteAccumulator, plan_sites
 
 __all__ = ["Monitor", "watch"]
 
 log = logging.getLogger("gradvitals")
-
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclass
@@ -490,7 +488,7 @@ class Monitor:
             ptr = x.data_ptr()
             if ptr in self._produced or ptr in self._input_ptrs:
                 return
-            acc = self._site(name, "input", "input", isinstance(module, _CONV))
+            acc = self._site(name, "input", "input", is_conv_like(module))
             acc.add(x, eps)
 
         return self.session.guard(body, "activations")

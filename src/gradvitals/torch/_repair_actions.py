@@ -51,6 +51,8 @@ __all__ = [
     "xavier_gain",
 ]
 
+#: the layers repair re-initialises by output rows: weight (out, in, ...) only, so not
+#: ConvTranspose (in, out, ...) nor transformers' Conv1D (in, out)
 _AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (
     nn.BatchNorm1d,

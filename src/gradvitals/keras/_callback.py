@@ -40,7 +40,7 @@ from gradvitals.keras._layout import LayerTable, Site, graph_view, plan_sites
 from gradvitals.keras._probe import Probe
 from gradvitals.keras._window import LossBase, WindowBuffer, assemble
 from gradvitals.remedies import RepairPolicy
-from gradvitals.session import Session
+from gradvitals.session import Session, SessionView
 from gradvitals.stats import WindowRecord
 
 __all__ = ["VitalsCallback"]
@@ -54,7 +54,7 @@ def _positive_int(name: str, value: Any, what: str) -> int:
     return value
 
 
-class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
+class VitalsCallback(SessionView, keras.callbacks.Callback):  # type: ignore[misc]
     """Watch a Keras 3 (TensorFlow backend) model's training for failing vital signs.
 
     Args:
@@ -172,31 +172,7 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._spe = 1
         self._warned_subclassed = False
 
-    # -- the session's results -------------------------------------------------------
-    @property
-    def findings(self) -> list[Finding]:
-        return self.session.findings
-
-    @property
-    def history(self) -> list[WindowRecord]:
-        return self.session.history
-
-    @property
-    def repairs(self) -> list[dict[str, Any]]:
-        return self.session.repairs
-
-    @property
-    def thresholds(self) -> Thresholds:
-        return self.session.thresholds
-
-    @property
-    def suite(self) -> Any:
-        return self.session.suite
-
-    @property
-    def disabled(self) -> bool:
-        return self.session.disabled
-
+    # -- the session's results (findings, history, report...: see SessionView) -----------
     @property
     def step_count(self) -> int:
         return self.session.step_count
@@ -204,14 +180,6 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
     @step_count.setter
     def step_count(self, value: int) -> None:
         self.session.step_count = value
-
-    @property
-    def every(self) -> int:
-        return self.session.schedule.every
-
-    @property
-    def samples(self) -> int:
-        return self.session.schedule.samples
 
     @property
     def sites(self) -> list[Site]:
@@ -469,19 +437,6 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
     def close(self) -> None:
         """Write the final summary and close the TensorBoard log (if any)."""
         self.session.close()
-
-    @property
-    def healthy(self) -> bool:
-        """True while no failure has been found."""
-        return self.session.healthy
-
-    def report(self) -> str:
-        """A text summary of the run: healthy or not, each finding and what to do."""
-        return self.session.report()
-
-    def scalars(self) -> dict[str, list[tuple[int, float]]]:
-        """Statistics history as ``tag -> [(step, value), ...]`` (the TensorBoard tags)."""
-        return self.session.scalars()
 
     def state_dict(self) -> dict[str, Any]:
         """Detector state, findings, repairs and the step count, for a resumed run."""

@@ -18,6 +18,7 @@ from gradvitals.session._session import Session as Session
 from gradvitals.session._session import as_thresholds as as_thresholds
 from gradvitals.session._strict import strict as strict
 from gradvitals.session._suite import DetectorSuite as DetectorSuite
+from gradvitals.session._view import SessionView as SessionView
 
 __all__ = [
     "Collector",
@@ -27,6 +28,7 @@ __all__ = [
     "RepairHost",
     "Schedule",
     "Session",
+    "SessionView",
     "as_policy",
     "as_thresholds",
     "strict",

@@ -34,7 +34,7 @@ from gradvitals.detectors import Thresholds
 from gradvitals.errors import UsageError
 from gradvitals.findings import Finding
 from gradvitals.remedies import RepairPolicy
-from gradvitals.session import Coverage, Session
+from gradvitals.session import Coverage, Session, SessionView
 from gradvitals.stats import LayerInfo, Layout, SiteInfo, WindowRecord, assemble_record
 from gradvitals.stats._table import LOSS_FIELDS
 from gradvitals.torch._batch import BatchAccumulator, first_float_input, loss_ops, saved_targets
@@ -81,7 +81,7 @@ def _unwrap(model: Any) -> tuple[nn.Module, bool]:
             return model, compiled
 
 
-class Monitor:
+class Monitor(SessionView):
     """Watches one model's training. Create it with :func:`watch`.
 
     The monitor is a collector: it measures, and its :attr:`session` decides. The
@@ -236,54 +236,10 @@ class Monitor:
         if self.session.schedule.is_sampled(0):
             self._install()
 
-    # -- the session's results -----------------------------------------------------------
-    @property
-    def findings(self) -> list[Finding]:
-        return self.session.findings
-
-    @property
-    def history(self) -> list[WindowRecord]:
-        return self.session.history
-
-    @property
-    def preflight(self) -> list[Finding]:
-        return self.session.preflight
-
-    @property
-    def repairs(self) -> list[dict[str, Any]]:
-        return self.session.repairs
-
-    @property
-    def thresholds(self) -> Thresholds:
-        return self.session.thresholds
-
-    @property
-    def suite(self) -> Any:
-        return self.session.suite
-
+    # -- the session's results (findings, history, report...: see SessionView) -----------
     @property
     def step_count(self) -> int:
         return self.session.step_count
-
-    @property
-    def disabled(self) -> bool:
-        return self.session.disabled
-
-    @property
-    def is_main_process(self) -> bool:
-        return self.session.is_main_process
-
-    @property
-    def every(self) -> int:
-        return self.session.schedule.every
-
-    @property
-    def samples(self) -> int:
-        return self.session.schedule.samples
-
-    @property
-    def healthy(self) -> bool:
-        return self.session.healthy
 
     @property
     def lr_scale(self) -> float:
@@ -291,19 +247,6 @@ class Monitor:
         sets ``g['lr']`` every step should multiply its schedule by it, or it undoes them."""
         rep = self.session.repair
         return float(getattr(rep.host, "lr_scale", 1.0)) if rep is not None else 1.0
-
-    @property
-    def should_stop(self) -> bool:
-        """True once a finding of a ``stop_on`` mode was made: end your loop then."""
-        return self.session.should_stop
-
-    def report(self) -> str:
-        """A text summary of the run: healthy or not, each finding and what to do."""
-        return self.session.report()
-
-    def scalars(self) -> dict[str, list[tuple[int, float]]]:
-        """Statistics history as ``tag -> [(step, value), ...]`` (the TensorBoard tags)."""
-        return self.session.scalars()
 
     # -- what the repair host may use ----------------------------------------------------
     def replan(self) -> None:

@@ -1,4 +1,4 @@
-"""torch.distributed: combine each window's statistics across ranks (DDP, FSDP).
+"""torch.distributed: combine each window's statistics across ranks (DDP, FSDP2).
 
 Wiring only. The monitor packs a window's statistics into one flat float64 tensor laid
 out by :class:`~gradvitals.stats.Layout`, whose fields each declare their reduction
@@ -16,8 +16,10 @@ after the sync, so every combine is exact):
 - ``PARAM_SUM``: per-layer squared gradient, weight and update norms. Under DDP they
   are the same on every rank (gradients are read after DDP's all-reduce, see
   :class:`AfterBackward`; weights are replicated), so rank 0's value is taken. With
-  sharded parameters (``sharded=True``) each rank holds one shard's sum of squares,
-  and they add.
+  sharded parameters (FSDP2's ``fully_shard``, ``sharded=True``) each rank holds its
+  shards' sums of squares, and they add: :math:`\\|g\\|^2 = \\sum_r \\|g^{(r)}\\|^2`.
+  FSDP2 calls a sharded parameter's post-accumulate-grad hooks with the reduce-scattered
+  (averaged) gradient shard, so gradients are read there, not deferred.
 
 Cost per window: one tiny all-reduce of a layout fingerprint (a mismatch would abort
 the process inside gloo or hang NCCL, so it is checked first) and one
@@ -44,8 +46,18 @@ from torch import nn
 
 from gradvitals.errors import UsageError
 from gradvitals.stats import Layout, Reduce
+from gradvitals.torch._params import is_sharded_tensor
 
-__all__ = ["AfterBackward", "DistSetup", "combine", "is_distributed", "make_reducer", "plan"]
+__all__ = [
+    "AfterBackward",
+    "DistSetup",
+    "Sharding",
+    "combine",
+    "is_distributed",
+    "make_reducer",
+    "plan",
+    "sharding",
+]
 
 Reducer = Callable[[torch.Tensor, Layout], torch.Tensor]
 
@@ -157,18 +169,109 @@ class AfterBackward:
             self.on_error(e)
 
 
-def _is_sharded(model: nn.Module) -> bool:
-    if any(type(m).__name__ in ("FullyShardedDataParallel", "FSDPModule") for m in model.modules()):
-        return True
-    return any(type(p).__name__ == "DTensor" for p in model.parameters())
+_FSDP1 = (
+    "gradvitals cannot watch FullyShardedDataParallel (FSDP1) models: FSDP1 flattens "
+    "each wrapped module's parameters into one FlatParameter and writes the gradient "
+    "shards outside the per-parameter hooks gradvitals reads, so per-layer norms cannot "
+    "be made exact. Shard the model with torch.distributed.fsdp.fully_shard (FSDP2), "
+    "which gradvitals watches, or train it under DDP; see docs/scale-out.md, 'FSDP'."
+)
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """How a model's trainable parameters are sharded across ranks (FSDP2).
+
+    Attributes:
+        group: the process group the shards span, over which every window is combined
+            (None: the default group).
+        ranks: the number of ranks holding a part of the parameters.
+    """
+
+    group: Any
+    ranks: int
+
+
+def _is_fsdp_module(m: nn.Module) -> bool:
+    return any(c.__name__ == "FSDPModule" for c in type(m).__mro__)
+
+
+def sharding(model: nn.Module, group: Any = None) -> Sharding | None:
+    """The sharding of ``model``'s trainable parameters, or None when none is sharded.
+
+    Accepts FSDP2 (``fully_shard``: DTensor parameters sharded along one mesh
+    dimension, optionally replicated along another, as HSDP does). Refuses, with what
+    to do instead: FSDP1 (``FullyShardedDataParallel``); trainable parameters of which
+    only some are sharded; DTensor parameters not managed by ``fully_shard`` or sharded
+    along two dimensions (tensor parallelism, whose activations are split by unit
+    across ranks); a multi-dimensional mesh that does not span the process group.
+    """
+    if any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules()):
+        raise UsageError(_FSDP1)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    sharded = [(n, p) for n, p in named if is_sharded_tensor(p)]
+    if not sharded:
+        return None
+    plain = [n for n, p in named if not is_sharded_tensor(p)]
+    if plain:
+        raise UsageError(
+            f"gradvitals: {len(plain)} trainable parameters are not sharded while the "
+            f"others are (first: {plain[0]!r}). Nothing averages their gradients across "
+            "ranks, so the ranks would train different values. Call fully_shard on the "
+            "root module too (after its submodules): fully_shard(block) for each block, "
+            "then fully_shard(model)."
+        )
+    if not any(_is_fsdp_module(m) for m in model.modules()):
+        raise UsageError(
+            "gradvitals watches DTensor parameters sharded by fully_shard (FSDP2); this "
+            "model has DTensor parameters but no fully_shard module (tensor parallelism?). "
+            "Tensor parallelism splits activations by unit across ranks, which gradvitals "
+            "cannot combine yet: watch the model under fully_shard or DDP."
+        )
+    meshes = {id(p.device_mesh): p for _, p in sharded}  # type: ignore[attr-defined]
+    ranks = {tuple(p.device_mesh.mesh.flatten().tolist()) for p in meshes.values()}  # type: ignore[attr-defined]
+    if len(ranks) > 1:
+        raise UsageError(
+            "gradvitals: the model's parameters are sharded over different sets of ranks "
+            f"({sorted(ranks)}); every rank must shard every parameter over the same "
+            "device mesh to combine their statistics."
+        )
+    for name, p in sharded:
+        placements = p.placements  # type: ignore[attr-defined]
+        shard_dims = sum(pl.is_shard() for pl in placements)
+        if shard_dims > 1 or not all(pl.is_shard() or pl.is_replicate() for pl in placements):
+            raise UsageError(
+                f"gradvitals: parameter {name!r} is placed as {tuple(placements)}; it can "
+                "combine parameters sharded along one mesh dimension and replicated along "
+                "the others (fully_shard, HSDP), not tensor-parallel layouts."
+            )
+    mesh = next(iter(meshes.values())).device_mesh  # type: ignore[attr-defined]
+    if mesh.ndim == 1:
+        return Sharding(mesh.get_group(), mesh.size())
+    if mesh.size() != dist.get_world_size(group):
+        raise UsageError(
+            f"gradvitals: the parameters' {mesh.ndim}-dimensional device mesh spans "
+            f"{mesh.size()} ranks, the process group {dist.get_world_size(group)}; "
+            "watch a model whose mesh covers every rank of the job."
+        )
+    return Sharding(group, mesh.size())
 
 
 @dataclass(frozen=True)
 class DistSetup:
-    """How a monitor takes part in a distributed run."""
+    """How a monitor takes part in a distributed run.
+
+    Attributes:
+        reduce: combines a window's packed statistics across ranks.
+        is_main: this rank logs (rank 0 of the combining group).
+        sharded: parameters are FSDP2 shards: gradients are read as the hooks see them
+            (FSDP2 calls them with the reduced shard), not deferred past a DDP
+            all-reduce; squared norms add across ranks.
+    """
 
     reduce: Reducer
     is_main: bool
+    sharded: bool = False
 
 
 def plan(
@@ -177,13 +280,17 @@ def plan(
     required: bool = False,
     group: Any = None,
     layout_key: Callable[[], str] | None = None,
+    repair: bool = False,
 ) -> DistSetup | None:
     """The distributed wiring for ``model``, or None on a single process.
 
-    The monitor then combines every window with the returned reducer, logs from rank 0
-    only, and reads gradients after DDP's all-reduce (:class:`AfterBackward`).
-    Refuses FSDP-sharded models: the reducer can combine shard norms
-    (``make_reducer(sharded=True)``), but the collectors do not read DTensor shards yet.
+    The monitor then combines every window with the returned reducer and logs from
+    rank 0 only. Replicated parameters (DDP): gradients are read after DDP's
+    all-reduce (:class:`AfterBackward`) and rank 0's squared norms are taken.
+    Sharded parameters (FSDP2's ``fully_shard``, see :func:`sharding`): each rank
+    reads its local shards and the squared norms add across the shard group, over
+    which the window is combined. Repair is refused on sharded models (its roll-back
+    and re-initialisation act on whole tensors).
     """
     if not is_distributed(group):
         if required:
@@ -193,11 +300,16 @@ def plan(
                 "this for you), or leave distributed unset to detect it."
             )
         return None
-    if _is_sharded(model):
+    shards = sharding(model, group)
+    if shards is None:
+        return DistSetup(make_reducer(group, layout_key=layout_key), dist.get_rank(group) == 0)
+    if repair:
         raise UsageError(
-            "gradvitals cannot watch FSDP-sharded parameters yet: FSDP writes the "
-            "reduce-scattered gradient shards without passing through the per-parameter "
-            "hooks gradvitals reads. Watch the model under DDP (or a single process); "
-            "see docs/scale-out.md, 'FSDP'."
+            "repair=True is not available on FSDP-sharded models yet: its roll-back and "
+            "re-initialisations act on whole tensors. Watch without repair (findings and "
+            "remedies are reported on every rank), or repair under DDP."
         )
-    return DistSetup(make_reducer(group, layout_key=layout_key), dist.get_rank(group) == 0)
+    if shards.ranks == 1:  # every rank shards over itself alone: nothing to combine
+        return None
+    reduce = make_reducer(shards.group, sharded=True, layout_key=layout_key)
+    return DistSetup(reduce, dist.get_rank(shards.group) == 0, sharded=True)

@@ -39,7 +39,13 @@ from gradvitals.stats import LayerInfo, Layout, SiteInfo, WindowRecord, assemble
 from gradvitals.stats._table import LOSS_FIELDS
 from gradvitals.torch._batch import BatchAccumulator, first_float_input, loss_ops, saved_targets
 from gradvitals.torch._modules import is_conv_like, is_normalization, is_recurrent
-from gradvitals.torch._params import LayerTable, ParamAccumulator
+from gradvitals.torch._params import (
+    LayerTable,
+    ParamAccumulator,
+    is_sharded_tensor,
+    local_shard,
+    module_kind,
+)
 from gradvitals.torch._sites import SiteAccumulator, plan_sites
 
 __all__ = ["Monitor", "watch"]
@@ -205,7 +211,7 @@ class Monitor(SessionView):
             self._params.norm_dtype = torch.float64
         self.session.on_disable(self._remove)
         if distributed is not False:  # None: combine across ranks when there are several
-            self._attach_distributed(required=distributed is True)
+            self._attach_distributed(required=distributed is True, repair=pol is not None)
         self.session.open_log(log_dir, {"adapter": "torch", "every": every})
         # every check has passed: from here on, hooks are attached
         if optimizer is not None:
@@ -274,15 +280,24 @@ class Monitor(SessionView):
         self._table = LayerTable.from_model(self.model)
         self._params = ParamAccumulator(self._table)
 
-    def _attach_distributed(self, *, required: bool) -> None:
+    def _attach_distributed(self, *, required: bool, repair: bool = False) -> None:
         from gradvitals.torch._dist import AfterBackward, plan
 
-        setup = plan(self.model, required=required, layout_key=lambda: self._packing_layout)
+        setup = plan(
+            self.model, required=required, layout_key=lambda: self._packing_layout, repair=repair
+        )
         if setup is None:
             return
         self._reduce = setup.reduce
         self.session.is_main_process = setup.is_main
-        self._on_grad = AfterBackward(self._on_grad, self.session.fail)
+        if setup.sharded:
+            # FSDP2 calls the hooks with the reduced shard: read it there. A provenance
+            # replay would all-gather on the ranks that saw a NaN only: not traced.
+            self.session.off.setdefault(
+                "provenance", "FSDP: a replay would all-gather on some ranks only"
+            )
+        else:
+            self._on_grad = AfterBackward(self._on_grad, self.session.fail)
 
     _packing_layout = ""  # names of the sites packed by the last _collect
 
@@ -335,14 +350,17 @@ class Monitor(SessionView):
                 h.append(p.register_post_accumulate_grad_hook(self._make_grad_hook(i)))
             if self._table.params:  # the smallest parameter: is its gradient zeroed?
                 probe = min(self._table.params, key=lambda q: q.numel())
-                h.append(probe.register_hook(self._make_stale_hook(probe)))
+                if is_sharded_tensor(probe):
+                    h.append(self._stale_hook_sharded(modules, probe))
+                else:
+                    h.append(probe.register_hook(self._make_stale_hook(probe)))
         if self._layer_order is None:
             order: list[str] = []
             self._layer_order = order
             self._first_log = []  # the first sampled forward's calls, for the output sites
             owners = set(self._table.names)
             for name, mod in modules.items():
-                key = name or type(mod).__name__
+                key = name or module_kind(mod)
                 if key in owners:
                     h.append(mod.register_forward_pre_hook(self._make_order_hook(key)))
 
@@ -452,10 +470,25 @@ class Monitor(SessionView):
 
         def body(grad: torch.Tensor) -> None:
             if self._backwards == 0 and p.grad is not None:
-                self._batch.add_stale(p.grad)
+                self._batch.add_stale(local_shard(p.grad))
             self._backwards += 1
 
         return self.session.guard(body, "gradients")
+
+    def _stale_hook_sharded(self, modules: dict[str, nn.Module], p: torch.Tensor) -> Any:
+        """FSDP2 keeps a sharded parameter out of the autograd graph (the forward uses an
+        all-gathered copy), so its own tensor hooks never fire. The gradient of its
+        module's output arrives just before the parameter's own, and before FSDP writes
+        the reduced shard: the stale-gradient check runs there."""
+        owner = next(m for m in modules.values() if any(q is p for q in m.parameters(False)))
+        check = self._make_stale_hook(p)
+
+        def on_output(module: nn.Module, inp: Any, out: Any) -> None:
+            out = out[0] if isinstance(out, tuple) and out else out
+            if torch.is_grad_enabled() and isinstance(out, torch.Tensor) and out.requires_grad:
+                out.register_hook(check)
+
+        return owner.register_forward_hook(self.session.guard(on_output, "gradients"))
 
     def _make_order_hook(self, key: str) -> Callable[..., None]:
         def body(module: nn.Module, args: Any) -> None:

@@ -14,11 +14,22 @@ A *layer* is a module that owns trainable parameters directly. On a sampled step
 - per-layer sums of squares are formed with one ``index_add_``, never a host sync, and
   kept as squares (:data:`~gradvitals.stats.LAYER_FIELDS`): they add exactly across
   sampled steps and across parameter shards.
+
+Sharded parameters (FSDP2's ``fully_shard``: DTensor parameters and gradients) are read
+through their *local shard* (:func:`local_shard`), never through DTensor operations,
+which would run a collective per parameter. Each rank packs its shard's sums of
+squares, and the distributed combine adds them (``Reduce.PARAM_SUM`` with
+``sharded=True``): :math:`\\|g\\|^2 = \\sum_r \\|g^{(r)}\\|^2` exactly. A copy replicated
+along a mesh dimension (HSDP) is counted by one rank only (:func:`counted_here`). The
+update sample is taken from the local shard, with the stride and ``n / m`` of the
+shard's own size, so it is exact wherever each shard has at most
+:data:`EXACT_ELEMENTS` elements, and an unbiased estimate above.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +37,17 @@ from torch import nn
 
 from gradvitals.stats._table import LAYER_FIELDS
 
-__all__ = ["EXACT_ELEMENTS", "LayerTable", "ParamAccumulator", "grad_norm", "sample_stride"]
+__all__ = [
+    "EXACT_ELEMENTS",
+    "LayerTable",
+    "ParamAccumulator",
+    "counted_here",
+    "grad_norm",
+    "is_sharded_tensor",
+    "local_shard",
+    "module_kind",
+    "sample_stride",
+]
 
 #: Parameters with at most this many elements have their update measured exactly.
 EXACT_ELEMENTS = 1 << 16
@@ -51,6 +72,66 @@ def sample_stride(numel: int) -> int:
         return 1
     keep = max(EXACT_ELEMENTS, math.ceil(numel / SAMPLE_FRACTION))
     return max(1, numel // keep)
+
+
+def is_sharded_tensor(t: object) -> bool:
+    """True for a ``torch.distributed`` DTensor (FSDP2's parameters and gradients).
+
+    Reads ``sys.modules`` only: no tensor can be a DTensor before
+    ``torch.distributed.tensor`` is imported, and importing it costs about a second.
+
+    >>> is_sharded_tensor(torch.zeros(2))
+    False
+    """
+    mod = sys.modules.get("torch.distributed.tensor")
+    return mod is not None and isinstance(t, mod.DTensor)
+
+
+def local_shard(t: torch.Tensor) -> torch.Tensor:
+    """This rank's part of ``t``: a DTensor's local shard (detached, no collective), any
+    other tensor itself.
+
+    >>> x = torch.arange(3.0)
+    >>> local_shard(x) is x
+    True
+    """
+    if is_sharded_tensor(t):
+        with torch.no_grad():
+            return t.to_local()  # type: ignore[attr-defined,no-any-return]
+    return t
+
+
+def counted_here(t: torch.Tensor) -> bool:
+    """Whether this rank's copy of ``t`` counts in a sum over ranks.
+
+    A DTensor sharded along every mesh dimension (FSDP) is counted by every rank: the
+    shards are disjoint. Along a ``Replicate`` dimension (HSDP's replica groups) every
+    coordinate holds the same values, so only coordinate 0 counts them. A plain tensor
+    always counts (a single process, or one rank on its own).
+
+    >>> counted_here(torch.zeros(2))
+    True
+    """
+    if not is_sharded_tensor(t):
+        return True
+    coord = t.device_mesh.get_coordinate()  # type: ignore[attr-defined]
+    if coord is None:  # this rank is not in the mesh: it holds nothing
+        return False
+    placements = t.placements  # type: ignore[attr-defined]
+    return all(c == 0 for c, pl in zip(coord, placements, strict=True) if pl.is_replicate())
+
+
+def module_kind(mod: nn.Module) -> str:
+    """The class name of ``mod`` as the user wrote it: ``fully_shard`` swaps a module's
+    class for a subclass named ``FSDP<Class>``, which is undone here.
+
+    >>> module_kind(torch.nn.Linear(2, 2))
+    'Linear'
+    """
+    cls = type(mod)
+    if cls.__name__.startswith("FSDP") and any(b.__name__ == "FSDPModule" for b in cls.__bases__):
+        cls = next((b for b in cls.__bases__ if b.__name__ != "FSDPModule"), cls)
+    return cls.__name__
 
 
 def grad_norm(g: torch.Tensor, wide: bool = False) -> torch.Tensor:
@@ -80,7 +161,11 @@ def grad_norm(g: torch.Tensor, wide: bool = False) -> torch.Tensor:
 
 @dataclass
 class LayerTable:
-    """Trainable parameters grouped by owning module (name order = registration order)."""
+    """Trainable parameters grouped by owning module (name order = registration order).
+
+    ``numel`` counts a layer's elements over all shards; the update sample's strides
+    and scales are those of this rank's shards (:func:`local_shard`).
+    """
 
     names: list[str]
     kinds: list[str]
@@ -93,20 +178,34 @@ class LayerTable:
         """Per parameter, the stride of its update sample (:func:`sample_stride`)."""
         cached = self.__dict__.get("_strides")
         if cached is None:
-            cached = self.__dict__["_strides"] = [sample_stride(p.numel()) for p in self.params]
+            cached = self.__dict__["_strides"] = [
+                sample_stride(local_shard(p).numel()) for p in self.params
+            ]
         return cached  # type: ignore[no-any-return]
 
     def scale(self, device: torch.device) -> torch.Tensor:
         """Per parameter, ``n / m``: a sample's sum of squares times this estimates the
-        whole tensor's (1 where the sample is the whole tensor)."""
+        whole (local) tensor's (1 where the sample is the whole tensor; 0 where this
+        rank's copy is not counted, see :meth:`counted`)."""
         key = f"_scale_{device}"
         cached = self.__dict__.get(key)
         if cached is None:
+            sizes = [local_shard(p).numel() for p in self.params]
             ratios = [
-                p.numel() / max(1, len(range(0, p.numel(), s)))
-                for p, s in zip(self.params, self.strides, strict=True)
+                n / max(1, len(range(0, n, s))) for n, s in zip(sizes, self.strides, strict=True)
             ]
-            cached = self.__dict__[key] = torch.tensor(ratios, dtype=torch.float64, device=device)
+            scale = torch.tensor(ratios, dtype=torch.float64, device=device)
+            cached = self.__dict__[key] = scale * self.counted(device)
+        return cached  # type: ignore[no-any-return]
+
+    def counted(self, device: torch.device) -> torch.Tensor:
+        """Per parameter, 1.0 where this rank's copy counts in a sum over ranks, else 0.0
+        (:func:`counted_here`; all ones without sharding)."""
+        key = f"_counted_{device}"
+        cached = self.__dict__.get(key)
+        if cached is None:
+            flags = [float(counted_here(p)) for p in self.params]
+            cached = self.__dict__[key] = torch.tensor(flags, dtype=torch.float64, device=device)
         return cached  # type: ignore[no-any-return]
 
     @classmethod
@@ -123,8 +222,8 @@ class LayerTable:
             ]
             if not own:
                 continue
-            names.append(name or type(mod).__name__)
-            kinds.append(type(mod).__name__)
+            names.append(name or module_kind(mod))
+            kinds.append(module_kind(mod))
             numel.append(sum(p.numel() for p in own))
             for p in own:
                 seen.add(id(p))
@@ -145,6 +244,7 @@ class ParamAccumulator:
         self.device = table.params[0].device if table.params else torch.device("cpu")
         self.index = torch.tensor(table.layer_of_param, device=self.device, dtype=torch.long)
         self._index_cache: dict[tuple[int, ...], torch.Tensor] = {}
+        self._counted_cache: dict[tuple[int, ...], torch.Tensor] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -164,6 +264,7 @@ class ParamAccumulator:
         other.grad_norms, other.grad_scale, other.before = {}, None, None
         other.norm_dtype = self.norm_dtype
         other._index_cache = self._index_cache
+        other._counted_cache = self._counted_cache
         other.reset()
         return other
 
@@ -181,15 +282,26 @@ class ParamAccumulator:
             cached = self._index_cache[key] = self.index[list(key)]
         return cached
 
+    def _counted_for(self, idx: list[int]) -> torch.Tensor:
+        """:meth:`LayerTable.counted` of the given parameters, cached on the device."""
+        counted = self.table.counted(self.device)
+        if len(idx) == len(self.table.params):
+            return counted
+        key = tuple(idx)
+        cached = self._counted_cache.get(key)
+        if cached is None:
+            cached = self._counted_cache[key] = counted[list(key)]
+        return cached
+
     # -- hooks -------------------------------------------------------------------------
     def on_grad(self, i: int, p: torch.Tensor) -> None:
         if p.grad is not None:
             # float64 when gradients are AMP-scaled: a norm of 2**k-scaled values overflows fp32
             wide = self.norm_dtype == torch.float64
-            self.grad_norms[i] = grad_norm(p.grad, wide)
+            self.grad_norms[i] = grad_norm(local_shard(p.grad), wide)
 
     def _sample(self, p: torch.Tensor, stride: int) -> torch.Tensor:
-        flat = p.detach().reshape(-1)
+        flat = local_shard(p).detach().reshape(-1)
         return flat if stride == 1 else flat[::stride]
 
     def snapshot_weights(self) -> None:
@@ -210,16 +322,16 @@ class ParamAccumulator:
             if self.grad_scale is not None:
                 norms = norms / self.grad_scale.double()
             sq = torch.zeros(n, dtype=torch.float64, device=self.device)
-            sq.index_add_(0, self._index_for(idx), norms.square())
+            sq.index_add_(0, self._index_for(idx), norms.square() * self._counted_for(idx))
             self.grad_sq_sum += sq
             self.n_grad_nonfinite += (~torch.isfinite(sq)).double()
             for i in idx:
                 self.has_grad[t.layer_of_param[i]] = True
-        weights = [p.detach() for p in t.params]
+        weights = [local_shard(p).detach() for p in t.params]
         if weights:
             w = torch.stack([x.to(self.device) for x in torch._foreach_norm(weights)]).double()
             wsq = torch.zeros(n, dtype=torch.float64, device=self.device).index_add_(
-                0, self.index, w.square()
+                0, self.index, w.square() * t.counted(self.device)
             )
             self.weight_sq = wsq
             if self.before is not None:

@@ -152,19 +152,6 @@ def _reducer(rank: int) -> dict[str, Any]:
     }
 
 
-def _fsdp(rank: int) -> dict[str, Any]:
-    """FSDP-sharded parameters are refused with a clear error, not watched wrongly."""
-    from torch.distributed.fsdp import fully_shard
-
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
-    fully_shard(model)
-    try:
-        gradvitals.watch(model, torch.optim.SGD(model.parameters(), lr=0.1))
-        return {"error_text": "no error"}
-    except UsageError as e:
-        return {"error_text": str(e)}
-
-
 def _worker(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     records: list[str] = []
@@ -185,7 +172,6 @@ def _worker(rank: int, port: int, out: str) -> None:
         "alive_elsewhere": lambda: _alive_elsewhere(rank, Path(out)),
         "dying": lambda: _dying(rank),
         "reducer": lambda: _reducer(rank),
-        "fsdp": lambda: _fsdp(rank),
     }
     if importlib.util.find_spec("gradvitals.torch._repair") is not None:
         scenarios["repair"] = lambda: _dying(rank, repair=True)
@@ -302,8 +288,3 @@ def test_combine_by_segment() -> None:
     codes = torch.tensor([Reduce.SUM, Reduce.MAX, Reduce.MAX, Reduce.MIN, Reduce.PARAM_SUM])
     assert combine(gathered, codes).tolist() == [3.0, 1.0, 1.0, -1.0, 3.0]
     assert combine(gathered, codes, sharded=True)[-1].item() == pytest.approx(7.0)
-
-
-def test_fsdp_is_refused_clearly(ranks: list[dict[str, Any]]) -> None:
-    for r in ranks:
-        assert "cannot watch FSDP-sharded parameters" in r["fsdp"]["error_text"]

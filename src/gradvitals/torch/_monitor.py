@@ -191,6 +191,7 @@ class Monitor(SessionView):
         self._backwards = 0  # backward passes of the watched parameter since the last step
         self._facts: dict[str, Any] = {}  # the open window's host facts (provenance...)
         self._replayed = False  # one provenance replay per failure episode
+        self._can_replay = True  # False on sharded models (see below)
         self._first_log: list[tuple[str, str]] | None = None
         self._step_loss: torch.Tensor | None = None  # this step's loss, observed pre-step
         self._pending: _Frozen | None = None  # a full window waiting for its last loss
@@ -212,6 +213,10 @@ class Monitor(SessionView):
         self.session.on_disable(self._remove)
         if distributed is not False:  # None: combine across ranks when there are several
             self._attach_distributed(required=distributed is True, repair=pol is not None)
+        if any(is_sharded_tensor(p) for p in self._table.params):
+            # FSDP: a replay of the forward all-gathers the parameters, and only the ranks
+            # that saw the NaN would replay (a hang): the first NaN's op is not traced
+            self._can_replay = False
         self.session.open_log(log_dir, {"adapter": "torch", "every": every})
         # every check has passed: from here on, hooks are attached
         if optimizer is not None:
@@ -290,13 +295,7 @@ class Monitor(SessionView):
             return
         self._reduce = setup.reduce
         self.session.is_main_process = setup.is_main
-        if setup.sharded:
-            # FSDP2 calls the hooks with the reduced shard: read it there. A provenance
-            # replay would all-gather on the ranks that saw a NaN only: not traced.
-            self.session.off.setdefault(
-                "provenance", "FSDP: a replay would all-gather on some ranks only"
-            )
-        else:
+        if not setup.sharded:  # FSDP2 calls the hooks with the reduced shard: read it there
             self._on_grad = AfterBackward(self._on_grad, self.session.fail)
 
     _packing_layout = ""  # names of the sites packed by the last _collect
@@ -554,7 +553,7 @@ class Monitor(SessionView):
 
         One host sync per sampled step (free on CPU); a healthy run never replays.
         """
-        if self._replayed or self._last_batch is None:
+        if self._replayed or self._last_batch is None or not self._can_replay:
             return
         vals = [v.reshape(()).double() for v in self._params.grad_norms.values()]
         if self._step_loss is not None:

@@ -393,6 +393,7 @@ def test_same_findings_as_one_process(
     for r, res in enumerate(ranks):
         got = res[f"{config}/{scenario}"]
         assert got["findings"] == want["findings"], f"rank {r}"
+        assert got["causes"] == want["causes"], f"rank {r}"
         assert got["preflight"] == want["preflight"], f"rank {r}"
         assert got["windows"] == want["windows"]
         assert got["layers"] == want["layers"] and got["kinds"] == want["kinds"]
@@ -414,10 +415,11 @@ def test_layer_norms_are_the_one_process_norms(
     ranks: list[dict[str, Any]], config: str, scenario: str
 ) -> None:
     want = solo(scenario)
-    # Adam at lr=1 amplifies float32 rounding from step to step (the sharded gradient is
-    # a mean of per-rank means, not one mean); the diverging run is compared until it
-    # diverges (its gradients reach 1e28, then NaN)
-    rtol = 1e-3 if scenario == "adam" else RTOL
+    # the sharded gradient is a mean of per-rank means, not one mean: float32 rounding
+    # differs (measured: at most 1e-6 relative), and Adam's normalised steps amplify it
+    # from step to step (6e-6 on the block's updates); the diverging run is compared
+    # until it diverges (its gradients reach 1e28, then NaN)
+    rtol = 1e-4 if scenario in ("adam", "block") else RTOL
     n = 2 if scenario == "explode" else len(want["grad"])
     for r, res in enumerate(ranks):
         got = res[f"{config}/{scenario}"]

@@ -174,7 +174,7 @@ _FSDP1 = (
     "each wrapped module's parameters into one FlatParameter and writes the gradient "
     "shards outside the per-parameter hooks gradvitals reads, so per-layer norms cannot "
     "be made exact. Shard the model with torch.distributed.fsdp.fully_shard (FSDP2), "
-    "which gradvitals watches, or train it under DDP; see docs/scale-out.md, 'FSDP'."
+    "which gradvitals watches, or train it under DDP; see docs/scale-out.md, 'FSDP2'."
 )
 
 

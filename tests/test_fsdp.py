@@ -425,7 +425,7 @@ def test_layer_norms_are_the_one_process_norms(
         got = res[f"{config}/{scenario}"]
         for field in ("grad", "weight", "update"):
             _close(got[field][:n], want[field][:n], rtol, f"rank {r} {field}")
-        assert got["dead"] == want["dead"], f"rank {r}"
+        assert got["dead"][:n] == want["dead"][:n], f"rank {r}"  # (NaN once diverged)
         assert got["examples"] == want["examples"]  # every rank's examples, counted once
         assert got["loss_mean"][:n] == pytest.approx(want["loss_mean"][:n], rel=rtol, nan_ok=True)
 

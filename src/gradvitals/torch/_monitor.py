@@ -149,6 +149,9 @@ class Monitor(SessionView):
             stop_on=stop_on,
         )
         self.model, self.compiled = _unwrap(model)
+        inner = getattr(optimizer, "optimizer", None)
+        if isinstance(inner, torch.optim.Optimizer) and inner is not optimizer:
+            optimizer = inner  # Accelerate's and Lightning's wrappers: hook the torch optimizer
         self.optimizer = optimizer
         if optimizer is not None:
             if not isinstance(optimizer, torch.optim.Optimizer):

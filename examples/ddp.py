@@ -1,4 +1,4 @@
-"""gradvitals under DistributedDataParallel: a run whose ReLUs die, found on every rank.
+"""gradvitals under DistributedDataParallel: an exploding run whose ReLUs die, on every rank.
 
     torchrun --nproc_per_node=2 examples/ddp.py      # 2 CPU processes (gloo), ~10 s
 
@@ -32,7 +32,7 @@ def main() -> None:
         nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1)
     )
     ddp = DDP(model) if distributed else model
-    opt = torch.optim.Adam(ddp.parameters(), lr=1.0)  # far too high: ReLUs die
+    opt = torch.optim.Adam(ddp.parameters(), lr=1.0)  # far too high: it explodes, ReLUs die
 
     monitor = gradvitals.watch(ddp, opt, every=4)  # detects torch.distributed by itself
     data = torch.Generator().manual_seed(100 + rank)  # this rank's shard
@@ -46,7 +46,8 @@ def main() -> None:
         monitor.observe_loss(loss)
     monitor.close()  # every rank: the last window is combined across ranks too
 
-    found = sorted({(f.kind.value, f.layer) for f in monitor.findings})
+    # the root findings and what they caused (nested under them)
+    found = sorted({(g.kind.value, g.layer or "") for f in monitor.findings for g in f.walk()})
     print(f"rank {rank}: {found}", flush=True)  # the same on every rank
     if rank == 0:
         print(monitor.report())

@@ -251,7 +251,7 @@ def test_init_mismatch_sees_a_shared_activation_module_when_traced() -> None:
 
 # --- born dead ------------------------------------------------------------------------------
 
-#: (N, L, closed form) from science.md section 4; L counts the linear output layer
+#: (N, L, closed form) 1 - (1 - 2^-N)^(L-1) (Lu et al. 2019); L counts the linear output layer
 CLOSED_FORM = [
     (2, 10, 0.925),
     (3, 10, 0.699),

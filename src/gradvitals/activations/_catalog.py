@@ -2,7 +2,7 @@
 
 Sources: PyTorch ``torch/nn/modules/activation.py`` and ``torch/nn/init.py``; Keras 3
 ``keras/src/activations/activations.py``, ``layers/activations/`` and ``ops/nn.py``
-(see the project's reference notes, science.md sections 5 and 6).
+(each entry cites its source).
 
 >>> [a.name for a in ENTRIES][:4]
 ['identity', 'sigmoid', 'tanh', 'hardsigmoid']

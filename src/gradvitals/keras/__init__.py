@@ -14,5 +14,6 @@ from gradvitals.keras._compat import require_keras as _require_keras
 _require_keras()
 
 from gradvitals.keras._callback import VitalsCallback as VitalsCallback  # noqa: E402
+from gradvitals.keras._lint import lint_keras as lint_keras  # noqa: E402
 
-__all__ = ["VitalsCallback"]
+__all__ = ["VitalsCallback", "lint_keras"]

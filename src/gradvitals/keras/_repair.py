@@ -5,7 +5,7 @@ the PyTorch adapter uses, with the same :class:`~gradvitals.RepairPolicy`); this
 is the Keras :class:`~gradvitals.session.RepairHost`: snapshots of the weights and the
 optimizer's slots, and the actions, registered by name in :data:`KERAS_ACTIONS`.
 
-What Keras lets a callback change mid-fit (``frameworks.md`` section 3), per action:
+What Keras lets a callback change mid-fit (measured with Keras 3 on TensorFlow), per action:
 
 - ``lower_lr``: ``model.optimizer.learning_rate = lr * lr_factor`` assigns the
   optimizer's variable, read by the compiled step: it takes effect at the next step
@@ -123,6 +123,9 @@ class KerasRepairHost:
 
     def check(self) -> list[str]:
         return []
+
+    def handled(self, kind: Any, cause: Any) -> str | None:
+        return None  # Keras has no standing repair that skips steps
 
     # -- helpers -----------------------------------------------------------------------
     def hidden_sites(self) -> list[Site]:

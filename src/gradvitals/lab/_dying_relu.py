@@ -187,7 +187,7 @@ def run(cfg: Config, ctx: LabContext) -> LabResult:
         numbers=numbers,
         literature=(
             "CS231n: 'as much as 40% of your network can be dead … if the learning rate is "
-            "set too high' (an anecdote; no published % dead vs lr curve, science.md §4); "
+            "set too high' (an anecdote; no published % dead vs lr curve); "
             "Glorot et al. 2011: 68-83% exact zeros per example in healthy nets (sparsity, "
             "not death)."
         ),

@@ -5,7 +5,8 @@ rates, three ways: plain, with BatchNorm before each activation, and with global
 gradient-norm clipping (Pascanu et al. 2013). A run's status is ``NaN`` (the loss went
 NaN/Inf), ``blew up`` (finite, but the loss rose above 10x its first value) or ``ok``;
 the first two *diverge*. Every run is watched by ``gradvitals.watch(every=5)``: on
-diverging runs we count ``exploding_gradient`` and ``nonfinite`` findings and how many
+diverging runs we count ``exploding_gradient``, ``nonfinite`` and ``diverged_plateau``
+findings (nested consequences included) and how many
 steps before the first NaN the first ``exploding_gradient`` came; on ``ok`` runs any
 finding is a false alarm.
 """
@@ -81,8 +82,17 @@ def _cell(r: dict[str, Any]) -> str:
 
 
 def _first(log: RunLog, kind: str) -> int | None:
-    steps = [f.step for f in log.monitor.findings if f.kind.value == kind]
+    """The first step of a finding of ``kind``, nested consequences included."""
+    steps = [g.step for f in log.monitor.findings for g in f.walk() if g.kind.value == kind]
     return min(steps) if steps else None
+
+
+def _fired(r: dict[str, Any]) -> bool:
+    return any(r[k] is not None for k in _CATCHES)
+
+
+#: the findings that catch a divergence: the blow-up, its NaN, or the plateau after a jump
+_CATCHES = ("exploding fired at", "nonfinite fired at", "plateau fired at")
 
 
 def run(cfg: Config, ctx: LabContext) -> LabResult:
@@ -116,6 +126,7 @@ def run(cfg: Config, ctx: LabContext) -> LabResult:
         )
         exp = _first(log, "exploding_gradient")
         nonf = _first(log, "nonfinite")
+        plateau = _first(log, "diverged_plateau")
         nan = log.first_nonfinite
         finite = [x for x in log.losses if math.isfinite(x)]
         max_loss = max(finite) if finite else math.nan
@@ -130,6 +141,7 @@ def run(cfg: Config, ctx: LabContext) -> LabResult:
                 "first NaN step": nan,
                 "exploding fired at": exp,
                 "nonfinite fired at": nonf,
+                "plateau fired at": plateau,
                 "steps of warning before NaN": (nan - exp)
                 if (nan is not None and exp is not None and exp < nan)
                 else None,
@@ -142,15 +154,11 @@ def run(cfg: Config, ctx: LabContext) -> LabResult:
 
     div = [r for r in rows if r["diverged"]]
     ok = [r for r in rows if not r["diverged"]]
-    caught = [
-        r for r in div if r["exploding fired at"] is not None or r["nonfinite fired at"] is not None
-    ]
+    caught = [r for r in div if _fired(r)]
     n_exp = sum(r["exploding fired at"] is not None for r in div)
     with_nan = [r for r in div if r["first NaN step"] is not None]
     early = [r for r in with_nan if r["steps of warning before NaN"] is not None]
-    false_alarms = [
-        r for r in ok if r["exploding fired at"] is not None or r["nonfinite fired at"] is not None
-    ]
+    false_alarms = [r for r in ok if _fired(r)]
     lo = min(cfg.lrs)
     low_ok = not any(r["diverged"] for r in rows if r["lr"] == lo)
 
@@ -185,7 +193,8 @@ def run(cfg: Config, ctx: LabContext) -> LabResult:
         f"({'; '.join(describe(v) for v in cfg.variants)}); lr {lo:g} "
         f"{'never diverges' if low_ok else 'diverges too'}; gradvitals fired on "
         f"{len(caught)}/{len(div)} diverging runs ({n_exp} exploding_gradient, "
-        f"{sum(r['nonfinite fired at'] is not None for r in div)} nonfinite); {lead}; "
+        f"{sum(r['nonfinite fired at'] is not None for r in div)} nonfinite, "
+        f"{sum(r['plateau fired at'] is not None for r in div)} diverged_plateau); {lead}; "
         f"false alarms on {len(false_alarms)}/{len(ok)} ok runs"
         + (f" ({', '.join(_cell(r) for r in false_alarms)})" if false_alarms else "")
     )

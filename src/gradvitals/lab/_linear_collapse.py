@@ -1,6 +1,6 @@
 """``linear-collapse``: a stack of linear layers is one affine map.
 
-W2(W1 x + b1) + b2 = (W2 W1) x + (W2 b1 + b2) (science.md §1). So a deep *linear* net
+W2(W1 x + b1) + b2 = (W2 W1) x + (W2 b1 + b2). So a deep *linear* net
 can only draw a straight decision boundary: on a two-class set that needs a curved one
 (moons, circles, spirals) it reaches the same accuracy as logistic regression, and the
 same net with ReLU between the layers goes past it. ``gradvitals.collapse`` builds the
@@ -27,7 +27,7 @@ __all__ = ["CLAIM", "SIZES", "Config", "run"]
 CLAIM = (
     "Without nonlinearities, depth adds nothing: a deep linear net equals one affine "
     "layer (logistic regression here), and a nonlinearity (ReLU) is what lets the same "
-    "net fit a nonlinear boundary (algebra, science.md §1)."
+    "net fit a nonlinear boundary (algebra)."
 )
 
 

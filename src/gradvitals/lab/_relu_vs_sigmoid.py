@@ -1,6 +1,6 @@
 """``relu-vs-sigmoid``: how much faster does a ReLU net train than a sigmoid or tanh one?
 
-Protocol (after AlexNet §3.1, science.md §2): the same MLP (PyTorch's default init) with
+Protocol (after Krizhevsky et al. 2012, §3.1): the same MLP (PyTorch's default init) with
 each activation trains on digits with SGD (momentum 0.9) until its *training*
 accuracy reaches a target. The learning rate is tuned per activation over a small grid
 on a separate tuning seed ("chosen independently to make training as fast as
@@ -247,7 +247,7 @@ def run(cfg: Config, ctx: LabContext) -> LabResult:
         literature=(
             "AlexNet (Krizhevsky et al. 2012, §3.1, Fig. 1): ReLU reaches 25% training error "
             "on CIFAR-10 six times faster than tanh (lrs tuned independently); '10x vs "
-            "sigmoid': no primary source (science.md §1)."
+            "sigmoid': no primary source."
         ),
     )
 

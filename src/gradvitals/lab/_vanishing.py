@@ -3,7 +3,7 @@
 Glorot & Bengio (2010) in the linear regime: the back-propagated gradient
 :math:`\\delta_l = \\partial C/\\partial s_l` scales by :math:`\\sqrt{n\\,Var(W)}\\,|f'|` per
 layer toward the input. With PyTorch's default init ``n Var(W) = 1/3`` (Glorot's
-"standard" init), so tanh loses a factor 0.577 per layer (science.md §3); sigmoid adds
+"standard" init), so tanh loses a factor 0.577 per layer (Glorot & Bengio 2010); sigmoid adds
 its f' <= 1/4; ReLU's half-active units give 1/sqrt(2). Xavier (``n Var(W) = 1``) and
 He (``n Var(W) = 2``) cancel the weight factor; nothing cancels sigmoid's 1/4.
 
@@ -34,7 +34,7 @@ __all__ = ["CLAIM", "PREDICTED", "SIZES", "Config", "profile", "run"]
 
 CLAIM = (
     "Saturating activations with standard init make gradients vanish toward the input "
-    "(Glorot & Bengio 2010: tanh std x0.577 per layer with standard init, science.md §3); "
+    "(Glorot & Bengio 2010: tanh std x0.577 per layer with standard init); "
     "matched init (Xavier for tanh, He for ReLU) keeps them level, and gradvitals' "
     "vanishing detector fires on the deep sigmoid net but not on ReLU + He."
 )
@@ -221,7 +221,7 @@ def run(cfg: Config, ctx: LabContext) -> LabResult:
         },
         literature=(
             "Glorot & Bengio 2010: back-propagated gradient variance x1/3 per layer with "
-            "standard init in the linear regime (tanh std x0.577, science.md §3); Xavier keeps "
+            "standard init in the linear regime (tanh std x0.577); Xavier keeps "
             "it x1; He et al. 2015: a 30-layer ReLU net stalls with Xavier, trains with He."
         ),
     )

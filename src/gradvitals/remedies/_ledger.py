@@ -85,18 +85,19 @@ def kind_records(repairs: Sequence[dict[str, Any]], kind: Enum) -> list[dict[str
 def next_actions(
     policy: RepairPolicy, repairs: Sequence[dict[str, Any]], kind: Enum, cause: Any = None
 ) -> list[str]:
-    """The policy's actions for ``kind`` (and ``cause``) after the last one already used.
+    """The policy's actions for ``kind`` (and ``cause``) after those already used.
 
-    Replayed from the records of the same kind and cause, so it resumes after
-    ``load_state_dict`` too.
+    The earlier repairs of the mode are replayed against this cause's list: each one
+    moves past its action where the list has it, and is skipped where it does not (a
+    poisoned batch skipped earlier does not use up the learning-rate actions of a later
+    divergence). Replayed from the records, so it resumes after ``load_state_dict`` too.
     """
     names = policy.actions_for(kind, cause)
     start = 0
-    key = None if cause is None else str(getattr(cause, "value", cause))
-    same = [r for r in kind_records(repairs, kind) if key is None or r.get("cause", key) == key]
-    for r in same:
+    for r in kind_records(repairs, kind):
         hit = next((i for i in range(start, len(names)) if names[i] == r["action"]), None)
-        start = len(names) if hit is None else hit + 1
+        if hit is not None:
+            start = hit + 1
     return list(names[start:])
 
 
@@ -163,6 +164,6 @@ def give_up_finding(
             + ". Training goes on unrepaired for this failure mode"
         ),
         evidence={"attempts": len(tried), "actions": tried, "last": findings[0].message},
-        remedies=remedies_for(kind, clip_norm=clip_norm, framework=framework),
+        remedies=remedies_for(kind, findings[0].cause, clip_norm=clip_norm, framework=framework),
         final=True,
     )

@@ -19,7 +19,15 @@ The actions (keys match :class:`~gradvitals.Remedy` keys where one exists):
 - ``add_norm``: put a ``LayerNorm`` (``GroupNorm(1, C)`` after a convolution) before
   each hidden activation module;
 - ``xavier_init``: Xavier-initialise the layers feeding saturated units, with the gain
-  of their activation (saturation).
+  of their activation (saturation);
+- ``skip_batch``: skip every optimizer step whose gradients are not finite (a poisoned
+  batch) instead of cutting the learning rate (PyTorch; one host sync per step from then);
+- ``zero_grad``: zero the gradients after every optimizer step (a missing
+  ``optimizer.zero_grad()``; PyTorch).
+
+Which actions a finding gets depends on its cause (the mode registry's
+``repair_by_cause``): a poisoned batch is skipped, units dead at initialisation are
+re-initialised, and the learning rate is cut when the step itself was too large.
 
 This module imports no framework: ``gradvitals.RepairPolicy`` is cheap to import.
 

@@ -627,11 +627,13 @@ def _to_findings(dicts: list[dict[str, Any]], path: Path) -> list[Finding]:
             ) from e
         key = (f.kind, f.layer, f.step, f.message)
         if key in seen:
-            # the end-of-run list repeats per-window findings; keep the "final" flag
-            if f.final:
-                for g in findings:
-                    if (g.kind, g.layer, g.step, g.message) == key:
-                        g.final = True
+            # the end-of-run list repeats per-window findings; keep the "final" flag and
+            # the consequences nested under the root since it was first written
+            for g in findings:
+                if (g.kind, g.layer, g.step, g.message) == key:
+                    g.final = g.final or f.final
+                    if len(f.consequences) > len(g.consequences):
+                        g.consequences = f.consequences
             continue
         seen.add(key)
         findings.append(f)

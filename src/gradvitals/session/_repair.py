@@ -61,6 +61,11 @@ class RepairHost(Protocol):
         since (steps skipped)."""
         ...
 
+    def handled(self, kind: Enum, cause: Any) -> str | None:
+        """What a repair already in place did about this failure (``skip_batch`` skipped
+        the poisoned step: the weights stayed finite), or None: act on it."""
+        ...
+
 
 class RepairSession(Protocol):
     """What the controller reads and writes on the session."""
@@ -124,10 +129,17 @@ class RepairController:
 
     # -- per window ----------------------------------------------------------------------
     def _check_host(self) -> None:
+        notes = self.session.notes
         for line in self.host.check():
-            if line not in self.session.notes:
-                self.session.notes.append(line)
-                self.session.emit(f"gradvitals: {line}")
+            if line in notes:
+                continue
+            key = line.split(":")[0]  # "skip_batch: skipped 3 ..." replaces "... skipped 2"
+            same = [i for i, n in enumerate(notes) if n.split(":")[0] == key]
+            if same and key.startswith("skip_batch"):
+                notes[same[0]] = line
+                continue
+            notes.append(line)
+            self.session.emit(f"gradvitals: {line}")
 
     def on_healthy(self, record: WindowRecord) -> None:
         """A window closed without findings: settle pending outcomes, maybe snapshot."""
@@ -156,6 +168,12 @@ class RepairController:
         plans: list[tuple[Any, list[Finding], list[str], ActionContext]] = []
         for kind, fs in by_kind.items():
             if self._gave_up(kind, finals):
+                continue
+            done_by = self.host.handled(kind, fs[0].cause)
+            if done_by is not None:  # a standing repair dealt with it: no new action
+                for f in fs:
+                    f.evidence["handled_by"] = done_by
+                self.session.emit(f"gradvitals: step {record.step} {kind.value}: {done_by}")
                 continue
             ctx = self._context(kind, fs)
             done = len(ledger.kind_records(self.session.repairs, kind))

@@ -438,7 +438,7 @@ def born_dead_probability(widths: list[int]) -> float:
     """P(some hidden ReLU layer is all zero at a given input) = 1 - prod(1 - 2^-N_i).
 
     For L-1 hidden layers of equal width N this is ``1 - (1 - 2^-N)^(L-1)``; it bounds
-    the probability that a bias-free net with 1-D input is born dead (science.md 4).
+    the probability that a bias-free net with 1-D input is born dead (Lu et al. 2019).
 
     >>> round(born_dead_probability([3] * 9), 3)  # N = 3, L = 10
     0.699

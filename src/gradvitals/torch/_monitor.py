@@ -196,6 +196,7 @@ class Monitor(SessionView):
         self._replayed = False  # one provenance replay per failure episode
         self._can_replay = True  # False on sharded models (see below)
         self._first_log: list[tuple[str, str]] | None = None
+        self._rolled_back_at = -1  # the step a repair last rolled the model back at
         self._step_loss: torch.Tensor | None = None  # this step's loss, observed pre-step
         self._pending: _Frozen | None = None  # a full window waiting for its last loss
         self._forwards = 0  # training forward passes since the last optimizer step
@@ -630,6 +631,8 @@ class Monitor(SessionView):
             if self._last_loss_step < self.step_count - 1:
                 target = self.step_count - 1  # observed after its optimizer step
             self._last_loss_step = target
+            if target < self._rolled_back_at:
+                return  # from before a repair's roll-back
             pending = self._pending
             if pending is not None and target <= pending.end:
                 pending.losses.append(value)
@@ -758,7 +761,13 @@ class Monitor(SessionView):
         frozen, self._pending = self._pending, None
         if frozen is None:
             return []
-        return self.session.submit(self._collect(frozen))
+        repairs = len(self.session.repairs)
+        found = self.session.submit(self._collect(frozen))
+        if len(self.session.repairs) > repairs:
+            # the model was rolled back: a loss of a step before now, observed late,
+            # describes a state that no longer exists
+            self._rolled_back_at = self.step_count
+        return found
 
     def _close_window(self) -> list[Finding]:
         """Close the open window now (``flush``): freeze it and resolve it."""

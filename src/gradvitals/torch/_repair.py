@@ -104,7 +104,10 @@ class TorchRepairHost:
         #: sets every step by it, so that ``lower_lr`` holds
         self.lr_scale = 1.0
         self._expected_lrs: list[float] | None = None
+        self._lr_factor = policy.lr_factor
         self._overridden = False
+        self._skipped_seen = 0
+        self._steps_seen = 0
 
     @property
     def model(self) -> torch.nn.Module:
@@ -129,12 +132,27 @@ class TorchRepairHost:
         if any(ACTION_SPECS[n].structural for n in applied):
             self.monitor.replan()
 
+    def handled(self, kind: Any, cause: Any) -> str | None:
+        """``skip_batch`` is in place and skipped the step that made this NaN."""
+        guard = self.guard
+        if guard is None or str(getattr(kind, "value", kind)) != "nonfinite":
+            return None
+        n = guard.skipped - self._skipped_seen
+        steps = self.monitor.step_count - self._steps_seen
+        self._skipped_seen, self._steps_seen = guard.skipped, self.monitor.step_count
+        if n <= 0 or n >= steps:
+            return None  # nothing skipped, or every step was: nothing trains, act on it
+        return f"skip_batch skipped {n} more step(s) whose gradients were not finite"
+
     def check(self) -> list[str]:
         """Did the loop undo ``lower_lr``? How many steps did ``skip_batch`` skip?"""
         lines = []
         if self._expected_lrs is not None and not self._overridden:
             now = [float(g.get("lr", 0.0)) for g in self.optimizer.param_groups]
-            if any(n > 1.5 * e for n, e in zip(now, self._expected_lrs, strict=False)):
+            # set back to about its value before the cut: a schedule written every step
+            # (a cosine or warm-up schedule moves by far less in one window)
+            back = 0.5 / max(self._lr_factor, 1e-12)
+            if any(n > back * e for n, e in zip(now, self._expected_lrs, strict=False)):
                 self._overridden = True
                 lines.append(
                     f"your loop set the learning rate back to {now[0]:.3g} after the repair "
@@ -143,10 +161,8 @@ class TorchRepairHost:
                     f"(now {self.lr_scale:.3g}) so that the repair holds, e.g. "
                     "g['lr'] = get_lr(it) * monitor.lr_scale"
                 )
-            elif self.policy.scheduler is None:
-                self._expected_lrs = [
-                    min(e, n) for e, n in zip(self._expected_lrs, now, strict=False)
-                ]
+            else:  # checked once, in the window right after the cut
+                self._expected_lrs = None
         if self.guard is not None and self.guard.skipped:
             lines.append(
                 f"skip_batch: skipped {self.guard.skipped} optimizer step(s) whose gradients "
@@ -252,6 +268,7 @@ def _skip_batch(host: TorchRepairHost, ctx: ActionContext) -> str | None:
     if host.guard is not None:
         return None  # already skipping: nothing more this action can do
     host.guard = act.StepGuard()
+    host._steps_seen = host.monitor.step_count
     host.monitor.add_permanent_hook(host.guard.install(host.optimizer))
     return (
         "skipping every optimizer step whose gradients are not finite (one host sync per "

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import gradvitals
+from conftest import THREADS, seeded  # imported in the spawned ranks too: same seeds, threads
 from gradvitals.errors import UsageError
 from gradvitals.stats import Layout, Reduce
 from gradvitals.torch._dist import combine, make_reducer
@@ -107,8 +108,8 @@ def _dying(rank: int, repair: bool = False) -> dict[str, Any]:
     opt = torch.optim.Adam(ddp.parameters(), lr=1.0)
     kw: dict[str, Any] = {"repair": True} if repair else {}
     mon = gradvitals.watch(ddp, opt, every=4, **kw)
-    gen = torch.Generator().manual_seed(100 + rank)
-    w = torch.randn(8, 1, generator=torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(seeded(100 + rank))
+    w = torch.randn(8, 1, generator=torch.Generator().manual_seed(seeded(7)))
     for _ in range(30):
         x = torch.randn(32, 8, generator=gen)
         loss = (ddp(x) - (x @ w * 10 + 5)).pow(2).mean()
@@ -166,7 +167,7 @@ def _fsdp(rank: int) -> dict[str, Any]:
 
 
 def _worker(rank: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)
+    torch.set_num_threads(THREADS)
     records: list[str] = []
 
     class Keep(logging.Handler):

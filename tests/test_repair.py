@@ -194,7 +194,8 @@ def test_dying_relu_is_repaired() -> None:
 def test_a_dying_relu_finding_lowers_the_lr_and_names_the_other_layers() -> None:
     """The default policy's first answer to dead units, on scripted findings."""
     model, opt = dying_setup(0.5)
-    monitor = gradvitals.watch(model, opt, lint=False, repair=True, every=4)
+    # one long window: no real finding can come first, whatever the trajectory
+    monitor = gradvitals.watch(model, opt, lint=False, repair=True, every=100, warmup=False)
     xtr, ytr, _, _ = digits()
     for i in range(0, 8 * 32, 32):
         loss = nn.functional.cross_entropy(model(xtr[i : i + 32]), ytr[i : i + 32])
@@ -221,7 +222,7 @@ def test_dying_relu_policy_swaps_to_leaky_then_reinitialises_dead_units() -> Non
     """The policy's order, on scripted findings (a real run may show exploding first)."""
     model, opt = dying_setup(0.5)
     policy = RepairPolicy(actions={"dying_relu": ["leaky_variant", "reinit_dead"]})
-    monitor = gradvitals.watch(model, opt, lint=False, policy=policy, every=4)
+    monitor = gradvitals.watch(model, opt, lint=False, policy=policy, every=100, warmup=False)
     xtr, ytr, _, _ = digits()
     for i in range(0, 4 * 32, 32):
         loss = nn.functional.cross_entropy(model(xtr[i : i + 32]), ytr[i : i + 32])
@@ -399,7 +400,7 @@ def test_repairs_are_logged_reported_and_written_to_the_sink(
 
         def close(self) -> None: ...
 
-    model, opt = exploding_setup(0.3)
+    model, opt = exploding_setup(3.0)  # NaN within the first window on every seed tried
     sink = Sink()
     xtr, ytr, _, _ = digits()
     monitor = gradvitals.watch(model, opt, lint=False, repair=True)
@@ -414,11 +415,17 @@ def test_repairs_are_logged_reported_and_written_to_the_sink(
     assert monitor.repairs
     assert [r["action"] for r in sink.repairs] == [r["action"] for r in monitor.repairs]
     assert sink.repairs[0]["healthy_after"] is not None  # written once settled
-    kind = monitor.repairs[0]["kind"]  # a trajectory may reach NaN before it is seen growing
-    assert kind in ("exploding_gradient", "nonfinite")
-    assert f"repair 1/3 for {kind}" in caplog.text
+    # lr 3 on 5x inputs: NaN at once, so lower_lr then clip_grad_norm (measured on 6 seeds:
+    # always these two, the first settled unhealthy at step 6, the second healthy)
+    assert [(r["kind"], r["action"]) for r in monitor.repairs][:2] == [
+        ("nonfinite", "lower_lr"),
+        ("nonfinite", "clip_grad_norm"),
+    ]
+    assert sink.repairs[0]["healthy_after"] is False
+    assert "repair 1/3 for nonfinite" in caplog.text
+    assert "repair 2/3 for nonfinite" in caplog.text
     text = monitor.report()
-    assert "Repairs:" in text and f"lower_lr for {kind}" in text
+    assert "Repairs:" in text and "lower_lr for nonfinite" in text
 
 
 # -- optimizer consistency after structural changes ------------------------------------

@@ -11,7 +11,6 @@ import importlib.util
 import json
 import logging
 import os
-import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -166,7 +165,7 @@ def _fsdp(rank: int) -> dict[str, Any]:
         return {"error_text": str(e)}
 
 
-def _worker(rank: int, port: int, out: str) -> None:
+def _worker(rank: int, store: str, out: str) -> None:
     torch.set_num_threads(THREADS)
     records: list[str] = []
 
@@ -177,7 +176,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     logging.getLogger("gradvitals").addHandler(Keep(logging.WARNING))
     dist.init_process_group(
         "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
+        init_method=f"file://{store}",
         rank=rank,
         world_size=WORLD,
         timeout=datetime.timedelta(seconds=30),
@@ -203,18 +202,18 @@ def _worker(rank: int, port: int, out: str) -> None:
 
 
 # -- the spawn, once per module ---------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     out = tmp_path_factory.mktemp("dist")
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    # a file rendezvous: no free port to pick and then lose to another process before
+    # rank 0 binds it (a rank once aborted with SIGABRT while other suites ran alongside)
     ctx = mp.start_processes(
-        _worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False, start_method="spawn"
+        _worker,
+        args=(str(out / "rendezvous"), str(out)),
+        nprocs=WORLD,
+        join=False,
+        start_method="spawn",
     )
     deadline = time.monotonic() + TIMEOUT_S
     while not ctx.join(timeout=1.0):

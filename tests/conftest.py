@@ -1,10 +1,23 @@
-"""Shared fixtures: bundled data sets (no downloads) and a tiny training loop."""
+"""Shared fixtures: bundled data sets (no downloads) and a tiny training loop.
+
+Two environment variables let the suite be checked for machine independence (see
+docs/testing.md):
+
+- ``GRADVITALS_TEST_THREADS`` (default 1): torch's intra-op threads during every test.
+  Another thread count splits reductions differently, as another CPU would.
+- ``GRADVITALS_TEST_SEED_OFFSET`` (default 0): added to every ``torch.manual_seed(n)``
+  a test (or the code under test) makes, and to the seeds of the batch orders of the
+  shared training loops, so each seeded run follows another trajectory, as it would
+  on a CPU whose floating-point kernels round differently.
+"""
 
 from __future__ import annotations
 
 import functools
+import getpass
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +26,37 @@ import pytest
 import torch
 from torch import nn
 
-torch.set_num_threads(1)  # tiny models: threads only contend
+#: intra-op threads for every test (tiny models: more threads only contend)
+THREADS = int(os.environ.get("GRADVITALS_TEST_THREADS", "1"))
+#: added to the seeds of seeded runs, to simulate another machine's trajectory
+SEED_OFFSET = int(os.environ.get("GRADVITALS_TEST_SEED_OFFSET", "0"))
+
+torch.set_num_threads(THREADS)
+
+# torch.compile's kernel cache is keyed without ATEN_CPU_CAPABILITY: kernels built under
+# one capability and loaded under another compute garbage (seen: a bias gradient of
+# 3.7e25 under avx2 with a cache written under avx512). One cache per capability.
+_capability = os.environ.get("ATEN_CPU_CAPABILITY")
+if _capability and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(
+        tempfile.gettempdir(), f"gradvitals-tests-inductor-{_capability}-{getpass.getuser()}"
+    )
+
+if SEED_OFFSET:
+    _manual_seed = torch.manual_seed
+
+    def _offset_manual_seed(seed: int) -> Any:
+        return _manual_seed(int(seed) + SEED_OFFSET)
+
+    torch.manual_seed = _offset_manual_seed  # type: ignore[assignment]
+    torch.random.manual_seed = _offset_manual_seed  # type: ignore[assignment]
+
+
+def seeded(seed: int) -> int:
+    """``seed`` shifted by ``GRADVITALS_TEST_SEED_OFFSET``: for generators and frameworks
+    whose seeding does not go through ``torch.manual_seed``."""
+    return seed + SEED_OFFSET
+
 
 # An internal error raises instead of switching the monitor off, so that no test passes
 # because the monitor went blind (subprocesses, e.g. the distributed workers, inherit it).
@@ -70,7 +113,7 @@ def train(
     import gradvitals
 
     x, y = data
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seeded(seed))
     loss_fn = loss_fn or nn.functional.cross_entropy
     monitor = gradvitals.watch(model, opt, console=False, **watch) if watch is not None else None
     for step in range(steps):
@@ -94,3 +137,9 @@ def kinds(monitor: Any) -> set[tuple[str, str | None]]:
 @pytest.fixture(autouse=True)
 def _quiet_gradvitals_logger() -> None:
     logging.getLogger("gradvitals").setLevel(logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    """Every test starts with ``THREADS`` threads, whatever an imported module set."""
+    torch.set_num_threads(THREADS)

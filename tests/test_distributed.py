@@ -11,7 +11,6 @@ import importlib.util
 import json
 import logging
 import os
-import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import gradvitals
+from conftest import THREADS, seeded  # imported in the spawned ranks too: same seeds, threads
 from gradvitals.errors import UsageError
 from gradvitals.stats import Layout, Reduce
 from gradvitals.torch._dist import combine, make_reducer
@@ -107,8 +107,8 @@ def _dying(rank: int, repair: bool = False) -> dict[str, Any]:
     opt = torch.optim.Adam(ddp.parameters(), lr=1.0)
     kw: dict[str, Any] = {"repair": True} if repair else {}
     mon = gradvitals.watch(ddp, opt, every=4, **kw)
-    gen = torch.Generator().manual_seed(100 + rank)
-    w = torch.randn(8, 1, generator=torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(seeded(100 + rank))
+    w = torch.randn(8, 1, generator=torch.Generator().manual_seed(seeded(7)))
     for _ in range(30):
         x = torch.randn(32, 8, generator=gen)
         loss = (ddp(x) - (x @ w * 10 + 5)).pow(2).mean()
@@ -152,8 +152,8 @@ def _reducer(rank: int) -> dict[str, Any]:
     }
 
 
-def _worker(rank: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)
+def _worker(rank: int, store: str, out: str) -> None:
+    torch.set_num_threads(THREADS)
     records: list[str] = []
 
     class Keep(logging.Handler):
@@ -163,7 +163,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     logging.getLogger("gradvitals").addHandler(Keep(logging.WARNING))
     dist.init_process_group(
         "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
+        init_method=f"file://{store}",
         rank=rank,
         world_size=WORLD,
         timeout=datetime.timedelta(seconds=30),
@@ -188,18 +188,18 @@ def _worker(rank: int, port: int, out: str) -> None:
 
 
 # -- the spawn, once per module ---------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     out = tmp_path_factory.mktemp("dist")
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    # a file rendezvous: no free port to pick and then lose to another process before
+    # rank 0 binds it (a rank once aborted with SIGABRT while other suites ran alongside)
     ctx = mp.start_processes(
-        _worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False, start_method="spawn"
+        _worker,
+        args=(str(out / "rendezvous"), str(out)),
+        nprocs=WORLD,
+        join=False,
+        start_method="spawn",
     )
     deadline = time.monotonic() + TIMEOUT_S
     while not ctx.join(timeout=1.0):

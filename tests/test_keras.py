@@ -19,6 +19,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from conftest import seeded  # noqa: E402
 from gradvitals.errors import UsageError  # noqa: E402
 from gradvitals.keras import VitalsCallback  # noqa: E402
 from gradvitals.keras._compat import require_keras  # noqa: E402
@@ -62,7 +63,7 @@ def fit(
     init = model.get_weights()
     kw.setdefault("every", 10)
     cb = VitalsCallback(probe=(dx[:256], dy[:256]), console=False, **kw)
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seeded(seed))
     model.fit(
         x, dy, batch_size=BATCH, epochs=epochs, verbose=0, shuffle=False, callbacks=[cb],
         **(fit_kwargs or {}),
@@ -81,7 +82,7 @@ def first_kind(cb: Any) -> str | None:
 # -- induced runs, shared -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def healthy_relu(tmp_path_factory: Any) -> tuple[VitalsCallback, str]:
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     log_dir = str(tmp_path_factory.mktemp("tb") / "relu")
     cb, _ = fit(
         mlp("relu", 3, 64, "he_normal"),
@@ -95,13 +96,13 @@ def healthy_relu(tmp_path_factory: Any) -> tuple[VitalsCallback, str]:
 
 @pytest.fixture(scope="module")
 def vanishing() -> tuple[VitalsCallback, list[np.ndarray]]:
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     return fit(mlp("sigmoid", 10, 32), keras.optimizers.SGD(0.1), epochs=3)
 
 
 @pytest.fixture(scope="module")
 def dying() -> tuple[VitalsCallback, list[np.ndarray]]:
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     return fit(mlp("relu", 3, 64, "he_normal"), keras.optimizers.Adam(0.1), epochs=3)
 
 
@@ -181,7 +182,7 @@ def test_healthy_relu_mlp_is_quiet_and_logs(healthy_relu: Any, tmp_path: Any) ->
 
 
 def test_healthy_shallow_sigmoid_is_quiet() -> None:
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     cb, _ = fit(mlp("sigmoid", 1, 64), keras.optimizers.SGD(0.1), epochs=3)
     assert cb.findings == []
     assert "saturation/h1" in cb.scalars()
@@ -198,28 +199,30 @@ def test_vanishing_in_deep_sigmoid_net(vanishing: Any) -> None:
 def test_dying_relu_at_high_learning_rate(dying: Any) -> None:
     cb, _ = dying
     found = kinds(cb)
-    assert found[0] == ("dying_relu", "h1")
+    # which hidden layer is reported first depends on the trajectory (h1 on 5 of 6 seeds
+    # measured, h2 on one); the kind does not
+    assert found[0][0] == "dying_relu" and found[0][1] in {"h1", "h2", "h3"}
     assert {k for k, _ in found} == {"dying_relu"}
     assert cb.findings[0].remedies[0].code.startswith("model.optimizer.learning_rate =")
 
 
 def test_exploding_before_nan() -> None:
-    keras.utils.set_random_seed(0)
-    init = keras.initializers.RandomNormal(stddev=0.5, seed=0)
+    keras.utils.set_random_seed(seeded(0))
+    init = keras.initializers.RandomNormal(stddev=0.5, seed=seeded(0))
     cb, _ = fit(mlp("relu", 6, 64, init), keras.optimizers.SGD(0.05), epochs=2)
     assert first_kind(cb) == "exploding_gradient"
 
 
 def test_saturation_with_large_init() -> None:
-    keras.utils.set_random_seed(0)
-    init = keras.initializers.RandomNormal(stddev=3.0, seed=0)
+    keras.utils.set_random_seed(seeded(0))
+    init = keras.initializers.RandomNormal(stddev=3.0, seed=seeded(0))
     cb, _ = fit(mlp("tanh", 2, 64, init), keras.optimizers.SGD(0.01), epochs=2)
     assert ("saturation", "h1") in kinds(cb)
     assert {k for k, _ in kinds(cb)} == {"saturation"}
 
 
 def test_nan_in_the_data_is_found_where_it_starts() -> None:
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     x = digits()[0].copy()
     x[10 * BATCH : 11 * BATCH] = np.nan  # batch 10 of each epoch
     cb, _ = fit(mlp("relu", 2, 32, "he_normal"), keras.optimizers.SGD(0.05), x=x, epochs=2)
@@ -230,7 +233,7 @@ def test_nan_in_the_data_is_found_where_it_starts() -> None:
 
 # -- repairs ---------------------------------------------------------------------------
 def test_dying_relu_repaired_by_a_lower_learning_rate() -> None:
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = mlp("relu", 3, 64, "he_normal")
     cb, _ = fit(model, keras.optimizers.Adam(0.1), repair=True, epochs=4)
     assert cb.repairs[0]["kind"] == "dying_relu" and cb.repairs[0]["action"] == "lower_lr"
@@ -240,23 +243,28 @@ def test_dying_relu_repaired_by_a_lower_learning_rate() -> None:
 
 
 def test_exploding_repaired_by_a_lower_learning_rate() -> None:
-    keras.utils.set_random_seed(0)
-    init = keras.initializers.RandomNormal(stddev=0.5, seed=0)
+    keras.utils.set_random_seed(seeded(0))
+    init = keras.initializers.RandomNormal(stddev=0.5, seed=seeded(0))
     model = mlp("relu", 6, 64, init)
     cb, _ = fit(model, keras.optimizers.SGD(0.05), repair=True, epochs=3)
     rep = cb.repairs[0]
-    assert (rep["kind"], rep["action"], rep["healthy_after"]) == (
+    assert (rep["kind"], rep["action"], rep["rollback_step"]) == (
         "exploding_gradient",
         "lower_lr",
-        True,
+        0,
     )
+    # one lr cut held on 4 of 6 seeds measured; on 2 the run needed a second one
+    assert all(r["action"] == "lower_lr" for r in cb.repairs)
+    assert cb.repairs[-1]["healthy_after"] is True
+    cuts = len({r["step"] for r in cb.repairs})  # one cut per window, shared across kinds
+    assert math.isclose(float(model.optimizer.learning_rate), 0.05 * 0.1**cuts, rel_tol=1e-5)
     assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
 def test_policy_swaps_relu_for_leaky_relu_and_retraces() -> None:
     import gradvitals
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = mlp("relu", 3, 64, "he_normal")
     policy = gradvitals.RepairPolicy(actions={"dying_relu": ["leaky_variant"]})
     cb, _ = fit(model, keras.optimizers.Adam(0.1), policy=policy, epochs=2)
@@ -278,7 +286,7 @@ def test_clipping_is_set_on_the_optimizer() -> None:
     from gradvitals.keras._repair import KERAS_ACTIONS, KerasRepairHost
     from gradvitals.remedies import ActionContext
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = mlp("relu", 1, 16, "he_normal")
     cb, _ = fit(model, keras.optimizers.SGD(0.01), epochs=1)
     host = KerasRepairHost(cb, RepairPolicy())
@@ -346,7 +354,14 @@ def test_parity_dying_relu_same_finding_as_pytorch(dying: Any) -> None:
     model = _torch_twin(init, "relu")
     mon = _torch_run(model, torch.optim.Adam(model.parameters(), lr=0.1, eps=1e-7), epochs=3)
     assert first_kind(mon) == first_kind(cb) == "dying_relu"
-    assert (mon.findings[0].layer, cb.findings[0].layer) == ("1", "h1")  # first hidden layer
+    # the same units die in both: Keras' h1, h2, h3 are PyTorch's 1, 3, 5. Which of them a
+    # trajectory shows first differs (measured: torch 1 always, Keras h1 or h2), so the
+    # layers found must overlap, each framework finding at least two of the three
+    twin = {"h1": "1", "h2": "3", "h3": "5"}
+    in_keras = {twin[f.layer] for f in cb.findings if f.kind.value == "dying_relu"}
+    in_torch = {f.layer for f in mon.findings if f.kind.value == "dying_relu"}
+    assert in_torch <= set(twin.values()) and len(in_torch) >= 2 and len(in_keras) >= 2
+    assert in_keras & in_torch
 
 
 # -- model kinds and schedules -------------------------------------------------------
@@ -360,7 +375,7 @@ def test_subclassed_model_gets_a_clear_message_and_gradient_stats() -> None:
         def call(self, x: Any) -> Any:
             return self.out(self.h1(x))
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     with pytest.warns(UserWarning, match="subclassed model.*keras.Input"):
         cb, _ = fit(Net(), keras.optimizers.Adam(1e-3), epochs=1)
     tags = set(cb.scalars())
@@ -369,7 +384,7 @@ def test_subclassed_model_gets_a_clear_message_and_gradient_stats() -> None:
 
 
 def test_sequential_without_input_and_steps_per_execution() -> None:
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seeded(0))
     model = keras.Sequential(
         [keras.layers.Dense(32, activation="relu", name="h1"), keras.layers.Dense(10)]
     )
@@ -391,7 +406,7 @@ def test_probe_leaves_no_trace_on_training() -> None:
     """Dropout and BatchNorm: the watched run's weights equal the unwatched run's."""
 
     def build() -> Any:
-        keras.utils.set_random_seed(0)
+        keras.utils.set_random_seed(seeded(0))
         return keras.Sequential(
             [
                 keras.Input((64,)),
@@ -408,7 +423,7 @@ def test_probe_leaves_no_trace_on_training() -> None:
         model = build()
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         cbs = [VitalsCallback(probe=(x[:256], y[:256]), every=4, console=False)] if watched else []
-        keras.utils.set_random_seed(1)
+        keras.utils.set_random_seed(seeded(1))
         model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False, callbacks=cbs)
         weights.append(model.get_weights())
     for a, b in zip(*weights, strict=True):

@@ -15,6 +15,7 @@ pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 pytest.importorskip("tensorboard")
 
+from conftest import seeded
 from gradvitals import lab
 from gradvitals.cli import main
 from gradvitals.errors import UsageError
@@ -37,7 +38,9 @@ def result(out_root: Path) -> Any:
             with warnings.catch_warnings():
                 # gradvitals' "stopped watching after an internal error" must never happen
                 warnings.filterwarnings("error", message="gradvitals stopped watching")
-                _cache[name] = lab.run(name, smoke=True, out=out_root / name, progress=False)
+                _cache[name] = lab.run(
+                    name, smoke=True, out=out_root / name, progress=False, seed=seeded(0)
+                )
         return _cache[name]
 
     return get
@@ -54,7 +57,7 @@ def test_every_experiment_writes_summary_figures_and_tensorboard(result: Any, na
     assert r.figures and all(p.suffix == ".png" and p.exists() for p in r.figures)
     assert all(p.stat().st_size < 200_000 for p in r.figures)
     assert isinstance(r.table, list) and r.table
-    assert r.seconds < 60
+    assert 0 < r.seconds < 300  # a runaway guard, not a benchmark: 1-8 s each here
     if name != "born-dead":  # born-dead's nets are watched for one step, without a log
         assert list((r.out_dir / "tb").glob("*/events.out.tfevents.*"))
 

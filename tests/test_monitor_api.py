@@ -375,10 +375,12 @@ def test_findings_carry_kind_layer_step_message_evidence_remedies() -> None:
         steps=80,
         watch={},
     )
-    f = mon.findings[0]
+    f = mon.findings[0]  # dying_relu on the seeds tried; exploding_gradient is possible
+    assert f.kind in (FailureMode.DYING_RELU, FailureMode.EXPLODING_GRADIENT)
     assert isinstance(f.kind, FailureMode) and isinstance(f.kind, str)
     assert f.layer in dict(model.named_modules())
-    assert 0 <= f.step < 80 and "%" in f.message and f.evidence and f.remedies
+    assert 0 <= f.step < 80 and f.message and f.evidence and f.remedies
+    assert f.kind is not FailureMode.DYING_RELU or "% of the units of" in f.message
     assert all(r.action and r.why and r.code for r in f.remedies)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import gradvitals
+from conftest import seeded
 from gradvitals.errors import UsageError
 from gradvitals.findings import FailureMode, Finding
 from gradvitals.remedies._policy import RepairPolicy
@@ -26,14 +27,6 @@ from gradvitals.stats import LayerStats, LossStats, SiteStats, WindowRecord
 from gradvitals.torch._repair_actions import GradClip, scale_lr
 
 Data = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)
@@ -72,12 +65,13 @@ def fit(
     scale: float = 1.0,
     sched: Any = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy,
+    seed: int = 0,
     **watch: Any,
 ) -> tuple[float, gradvitals.torch.Monitor | None]:
     """Train on digits; returns (test accuracy, monitor). Accuracy is 0 for NaN outputs."""
     xtr, ytr, xte, yte = digits()
     monitor = gradvitals.watch(model, opt, lint=False, **watch) if watch else None
-    order = torch.Generator().manual_seed(1)
+    order = torch.Generator().manual_seed(seeded(1 + seed))
     for _ in range(epochs):
         perm = torch.randperm(len(xtr), generator=order)
         for i in range(0, len(xtr), 32):
@@ -109,32 +103,64 @@ def assert_ends_healthy(monitor: Any) -> None:
     assert math.isfinite(last.loss.mean), last.loss
 
 
+def assert_names_the_other_layers(monitor: Any, repair: dict[str, Any]) -> None:
+    """The reason names every other layer of the same kind found in the repaired window."""
+    layers = [
+        f.layer
+        for f in monitor.findings
+        if f.kind.value == repair["kind"] and f.step == repair["step"] and f.layer
+    ]
+    assert layers and layers[0] == repair["layer"], (layers, repair)
+    if len(layers) > 1:
+        assert repair["reason"].endswith(f"; the findings also named {', '.join(layers[1:])}")
+    else:
+        assert "also named" not in repair["reason"]
+
+
+# Outcomes. Which finding a run's trajectory shows first, the window it shows it in, and
+# the accuracy it ends with depend on floating-point rounding, which differs between
+# CPUs (issue 13: 0.879 on an AMD EPYC where this machine gave 0.897). So the repair
+# tests assert what the repair controller guarantees (the action, the rollback, the lr,
+# `healthy_after`) on several seeds, and an accuracy floor set far below the spread
+# measured over 20 trajectories of each setup (seeds 0-9 under the native AVX-512
+# kernels, seeds 0-4 under ATEN_CPU_CAPABILITY=avx2 and 0-4 under =default; 1 thread;
+# 2 threads gave the same trajectories). docs/testing.md has the table.
+SEEDS = (0, 1, 2)
+
+
 # -- induced failures ------------------------------------------------------------------
-def exploding_setup(lr: float) -> tuple[nn.Module, torch.optim.Optimizer]:
-    torch.manual_seed(0)
+def exploding_setup(lr: float, seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
     model = mlp([64, 128, 128, 10], nn.LeakyReLU)
     return model, torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
 
 
 def test_exploding_is_repaired_by_lowering_the_lr() -> None:
     acc_broken, _ = fit(*exploding_setup(0.3), scale=5.0)
-    assert acc_broken == 0.0  # diverges to NaN
-    acc_ok, _ = fit(*exploding_setup(0.03), scale=5.0)
-    model, opt = exploding_setup(0.3)
-    acc, monitor = fit(model, opt, scale=5.0, repair=True)
-    assert monitor is not None
-    assert actions(monitor)[0] == ("exploding_gradient", "lower_lr")
-    first = monitor.repairs[0]
-    assert "rolled back to the healthy state of step" in first["reason"]
-    assert first["rollback_step"] < first["step"]
-    assert "lr 0.3 -> 0.03" in first["reason"]
-    assert opt.param_groups[0]["lr"] <= 0.03 + 1e-12
-    assert_ends_healthy(monitor)
-    assert acc >= acc_ok - 0.05, (acc, acc_ok)
+    assert acc_broken == 0.0  # diverges to NaN (20 of 20 measured trajectories)
+    for seed in SEEDS:
+        model, opt = exploding_setup(0.3, seed)
+        acc, monitor = fit(model, opt, scale=5.0, repair=True, seed=seed)
+        assert monitor is not None
+        first = monitor.repairs[0]
+        # the run blows up within a window or two: 19 of 20 trajectories show it as
+        # exploding_gradient first, one went straight to NaN (nonfinite); both lower the lr
+        assert (first["kind"], first["action"]) in {
+            ("exploding_gradient", "lower_lr"),
+            ("nonfinite", "lower_lr"),
+        }, actions(monitor)
+        assert "rolled back to the healthy state of step" in first["reason"]
+        assert first["rollback_step"] < first["step"]
+        assert "lr 0.3 -> 0.03" in first["reason"]
+        assert opt.param_groups[0]["lr"] <= 0.03 + 1e-12
+        assert_ends_healthy(monitor)
+        # repaired: 0.937-0.980 (mean 0.957, sd 0.012); the lr-0.03 control run gives
+        # 0.934-0.972; chance is 0.10
+        assert acc > 0.85, (seed, acc)
 
 
-def dying_setup(lr: float) -> tuple[nn.Module, torch.optim.Optimizer]:
-    torch.manual_seed(0)
+def dying_setup(lr: float, seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
     model = mlp([64, 64, 64, 64, 64, 10], nn.ReLU)
     return model, torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
 
@@ -143,69 +169,136 @@ def test_dying_relu_is_repaired() -> None:
     model, opt = dying_setup(0.5)
     acc_broken, monitor = fit(model, opt, every=20)  # watched, not repaired
     assert monitor is not None
+    assert "dying_relu" in {f.kind.value for f in monitor.findings}
     last = [r for r in monitor.history if r.sites][-1]
     dead = [s.dead_fraction for s in last.sites.values() if s.relu_like]
+    # measured: a layer 100% dead and accuracy 0.078-0.108 in all 20 trajectories
     assert max(dead) > 0.9 and acc_broken < 0.2
-    acc_ok, _ = fit(*dying_setup(0.05), epochs=8)
+    for seed in SEEDS:
+        model, opt = dying_setup(0.5, seed)
+        acc, monitor = fit(model, opt, epochs=8, repair=True, seed=seed)
+        assert monitor is not None
+        first = monitor.repairs[0]
+        # lr 0.5 kills units (17 of 20 trajectories report dying_relu first) or first
+        # makes the weights jump (3 of 20: exploding_gradient); both lower the lr
+        assert (first["kind"], first["action"]) in {
+            ("dying_relu", "lower_lr"),
+            ("exploding_gradient", "lower_lr"),
+        }, actions(monitor)
+        assert "lr 0.5 -> 0.05" in first["reason"]
+        assert_names_the_other_layers(monitor, first)
+        assert_ends_healthy(monitor)
+        # repaired: 0.867-0.937 (mean 0.905, sd 0.027); the lr-0.05 control run gives
+        # 0.867-0.957, and this test failed on an AMD EPYC when it required 0.05 of it
+        assert acc > 0.75, (seed, acc)
+
+
+def test_a_dying_relu_finding_lowers_the_lr_and_names_the_other_layers() -> None:
+    """The default policy's first answer to dead units, on scripted findings."""
     model, opt = dying_setup(0.5)
-    acc, monitor = fit(model, opt, epochs=8, repair=True)
-    assert monitor is not None
-    assert actions(monitor)[0] == ("dying_relu", "lower_lr")
-    assert "lr 0.5 -> 0.05; the findings also named 3, 5" in monitor.repairs[0]["reason"]
-    assert_ends_healthy(monitor)
-    assert acc >= acc_ok - 0.05, (acc, acc_ok)
+    # one long window: no real finding can come first, whatever the trajectory
+    monitor = gradvitals.watch(model, opt, lint=False, repair=True, every=100, warmup=False)
+    xtr, ytr, _, _ = digits()
+    for i in range(0, 8 * 32, 32):
+        loss = nn.functional.cross_entropy(model(xtr[i : i + 32]), ytr[i : i + 32])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    step = monitor.step_count
+    found = [Finding(FailureMode.DYING_RELU, name, step, "dead") for name in ("1", "3", "5", "7")]
+    monitor.session.repair.on_findings(found, _record(step))
+    assert actions(monitor) == [("dying_relu", "lower_lr")]
+    rep = monitor.repairs[0]
+    assert rep["layer"] == "1" and rep["attempt"] == 1 and rep["healthy_after"] is None
+    assert rep["reason"] == (
+        f"rolled back to the healthy state of step {rep['rollback_step']}; "
+        "lr 0.5 -> 0.05; the findings also named 3, 5, 7"
+    )
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    monitor.session.repair.on_healthy(_record(step))  # the next window is clean
+    assert monitor.repairs[0]["healthy_after"] is True
+    monitor.close()
 
 
 def test_dying_relu_policy_swaps_to_leaky_then_reinitialises_dead_units() -> None:
+    """The policy's order, on scripted findings (a real run may show exploding first)."""
     model, opt = dying_setup(0.5)
     policy = RepairPolicy(actions={"dying_relu": ["leaky_variant", "reinit_dead"]})
-    _, monitor = fit(model, opt, epochs=3, policy=policy)
-    assert monitor is not None
-    done = [a for k, a in actions(monitor) if k == "dying_relu"]
-    assert done[0] == "leaky_variant"
+    monitor = gradvitals.watch(model, opt, lint=False, policy=policy, every=100, warmup=False)
+    xtr, ytr, _, _ = digits()
+    for i in range(0, 4 * 32, 32):
+        loss = nn.functional.cross_entropy(model(xtr[i : i + 32]), ytr[i : i + 32])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    n_params = len(list(model.parameters()))
+    step = monitor.step_count
+    ev = {"units": 64, "dead_unit_indices": [2, 9], "site_role": "output"}
+    monitor.session.repair.on_findings(
+        [Finding(FailureMode.DYING_RELU, "1", step, "dead", evidence=ev)], _record(step)
+    )
+    assert actions(monitor) == [("dying_relu", "leaky_variant")]
     assert not any(isinstance(m, nn.ReLU) for m in model.modules())
     assert sum(isinstance(m, nn.LeakyReLU) for m in model.modules()) == 4
-    assert len(list(model.parameters())) == 10  # swapping an activation adds no weights
+    assert len(list(model.parameters())) == n_params  # swapping an activation adds no weights
+    before = model[0].weight.detach().clone()
+    monitor.session.repair.on_findings(
+        [Finding(FailureMode.DYING_RELU, "1", step + 4, "dead", evidence=ev)], _record(step + 4)
+    )
+    assert actions(monitor) == [("dying_relu", "leaky_variant"), ("dying_relu", "reinit_dead")]
+    w = model[0].weight.detach()
+    rest = [i for i in range(64) if i not in (2, 9)]
+    assert torch.equal(w[rest], before[rest]) and not torch.equal(w[[2, 9]], before[[2, 9]])
+    monitor.close()
 
 
 def test_vanishing_is_repaired_by_an_activation_swap() -> None:
-    def setup() -> tuple[nn.Module, torch.optim.Optimizer]:
-        torch.manual_seed(0)
+    def setup(seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(seed)
         model = mlp([64] + [32] * 10 + [10], nn.Sigmoid)
         return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    acc_broken, _ = fit(*setup(), epochs=8)
-    model, opt = setup()
-    acc, monitor = fit(model, opt, epochs=8, repair=True)
-    assert monitor is not None
-    assert actions(monitor)[0] == ("vanishing_gradient", "relu_he")
-    assert "He-initialised 10 layer(s)" in monitor.repairs[0]["reason"]
-    assert not any(isinstance(m, nn.Sigmoid) for m in model.modules())
-    assert_ends_healthy(monitor)
-    # the sites were re-planned: the new activations are watched
-    assert all(s.activation == "leaky_relu" for s in monitor.history[-1].sites.values())
-    assert acc_broken < 0.2 and acc > 0.85, (acc_broken, acc)
+    acc_broken, _ = fit(*setup(0), epochs=8)
+    assert acc_broken < 0.2  # measured 0.078-0.103: chance level
+    for seed in SEEDS:
+        model, opt = setup(seed)
+        acc, monitor = fit(model, opt, epochs=8, repair=True, seed=seed)
+        assert monitor is not None
+        assert actions(monitor)[0] == ("vanishing_gradient", "relu_he")
+        assert "He-initialised 10 layer(s)" in monitor.repairs[0]["reason"]
+        assert not any(isinstance(m, nn.Sigmoid) for m in model.modules())
+        assert_ends_healthy(monitor)
+        # the sites were re-planned: the new activations are watched
+        assert all(s.activation == "leaky_relu" for s in monitor.history[-1].sites.values())
+        # repaired: 0.773-0.934 (mean 0.876, sd 0.041; 5 of 20 were below the 0.85 this
+        # test used to require)
+        assert acc > 0.6, (seed, acc)
 
 
 def test_saturation_is_repaired_by_xavier_init() -> None:
-    def setup() -> tuple[nn.Module, torch.optim.Optimizer]:
-        torch.manual_seed(0)
+    def setup(seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(seed)
         model = mlp([64, 64, 64, 10], nn.Tanh, std=2.0)
         return model, torch.optim.SGD(model.parameters(), lr=0.05)
 
-    acc_broken, _ = fit(*setup())
-    model, opt = setup()
-    acc, monitor = fit(model, opt, repair=True)
-    assert monitor is not None
-    assert actions(monitor) == [("saturation", "xavier_init")]
-    assert "gain 1.67" in monitor.repairs[0]["reason"]
-    assert float(model[0].weight.detach().std()) < 0.5  # was 2.0
-    assert_ends_healthy(monitor)
-    assert acc > acc_broken + 0.15 and acc > 0.9, (acc_broken, acc)
+    for seed in SEEDS:
+        acc_broken, _ = fit(*setup(seed), seed=seed)
+        model, opt = setup(seed)
+        acc, monitor = fit(model, opt, repair=True, seed=seed)
+        assert monitor is not None
+        assert actions(monitor) == [("saturation", "xavier_init")]
+        assert monitor.repairs[0]["rollback_step"] == 0  # saturated from the first step
+        assert "gain 1.67" in monitor.repairs[0]["reason"]  # tanh's gain, 5/3
+        # Xavier-normal with gain 5/3 on a 64 -> 64 layer: std 5/3 * sqrt(2 / 128) = 0.208
+        assert float(model[0].weight.detach().std()) == pytest.approx(0.208, abs=0.02)
+        assert_ends_healthy(monitor)
+        # broken 0.516-0.625, repaired 0.872-0.962 (1 of 20 below the 0.9 this test used
+        # to require); the gain was at least 0.257
+        assert acc > 0.8 and acc > acc_broken + 0.15, (seed, acc_broken, acc)
 
 
-def warmup_setup(peak: float) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
-    torch.manual_seed(0)
+def warmup_setup(peak: float, seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
+    torch.manual_seed(seed)
     model = mlp([64, 128, 128, 10], nn.LeakyReLU)
     opt = torch.optim.SGD(model.parameters(), lr=peak, momentum=0.9)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.01 + 0.99 * min(1.0, s / 200))
@@ -215,30 +308,34 @@ def warmup_setup(peak: float) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
 def test_nonfinite_is_repaired() -> None:
     acc_broken, _ = fit(*exploding_setup(3.0), epochs=2, scale=5.0)
     assert acc_broken == 0.0
-    model, opt = exploding_setup(3.0)
-    acc, monitor = fit(model, opt, scale=5.0, repair=True)
-    assert monitor is not None
-    # the NaN came from too large a step: the learning rate is cut (not a poisoned batch)
-    assert monitor.findings[0].cause.value == "learning_rate"
-    assert actions(monitor)[0] == ("nonfinite", "lower_lr")
-    assert all(r["cause"] == "learning_rate" for r in monitor.repairs)
-    assert_ends_healthy(monitor)
-    assert acc > 0.9
+    for seed in SEEDS:
+        model, opt = exploding_setup(3.0, seed)
+        acc, monitor = fit(model, opt, scale=5.0, repair=True, seed=seed)
+        assert monitor is not None
+        # lr 3 is NaN at once, after steps as large as the weights: the cause is the
+        # learning rate (not a poisoned batch), so the rate is cut
+        assert monitor.findings[0].cause.value == "learning_rate"
+        assert actions(monitor)[0] == ("nonfinite", "lower_lr")
+        assert "lr 3 -> 0.3" in monitor.repairs[0]["reason"]
+        assert all(r["cause"] == "learning_rate" for r in monitor.repairs)
+        assert_ends_healthy(monitor)
+        assert acc > 0.8, (seed, acc)  # measured 0.914-0.967 (mean 0.948)
 
 
 def test_an_lr_scheduler_keeps_the_lowered_lr() -> None:
     model, opt, sched = warmup_setup(2.0)
     acc_broken, _ = fit(model, opt, sched=sched)
     assert acc_broken == 0.0  # warms up into NaN
-    model, opt, sched = warmup_setup(2.0)
-    acc, monitor = fit(model, opt, sched=sched, policy=RepairPolicy(scheduler=sched))
-    assert monitor is not None
-    assert actions(monitor)[0][1] == "lower_lr"
-    lowered = sum(1 for r in monitor.repairs if r["action"] == "lower_lr")
-    assert sched.base_lrs[0] == pytest.approx(2.0 * 0.1**lowered)
-    assert opt.param_groups[0]["lr"] == pytest.approx(sched.base_lrs[0])  # warm-up is over
-    assert_ends_healthy(monitor)
-    assert acc > 0.85
+    for seed in SEEDS:
+        model, opt, sched = warmup_setup(2.0, seed)
+        acc, monitor = fit(model, opt, sched=sched, policy=RepairPolicy(scheduler=sched), seed=seed)
+        assert monitor is not None
+        assert actions(monitor)[0][1] == "lower_lr"
+        lowered = sum(1 for r in monitor.repairs if r["action"] == "lower_lr")
+        assert sched.base_lrs[0] == pytest.approx(2.0 * 0.1**lowered)
+        assert opt.param_groups[0]["lr"] == pytest.approx(sched.base_lrs[0])  # warm-up is over
+        assert_ends_healthy(monitor)
+        assert acc > 0.7, (seed, acc)  # measured 0.859-0.957 (mean 0.913, sd 0.030)
 
 
 def test_a_scheduler_not_given_to_the_policy_is_pointed_out(
@@ -310,7 +407,7 @@ def test_repairs_are_logged_reported_and_written_to_the_sink(
 
         def close(self) -> None: ...
 
-    model, opt = exploding_setup(0.3)
+    model, opt = exploding_setup(3.0)  # NaN within the first window on every seed tried
     sink = Sink()
     xtr, ytr, _, _ = digits()
     monitor = gradvitals.watch(model, opt, lint=False, repair=True)
@@ -325,9 +422,17 @@ def test_repairs_are_logged_reported_and_written_to_the_sink(
     assert monitor.repairs
     assert [r["action"] for r in sink.repairs] == [r["action"] for r in monitor.repairs]
     assert sink.repairs[0]["healthy_after"] is not None  # written once settled
-    assert "repair 1/3 for exploding_gradient" in caplog.text
+    # lr 3 on 5x inputs: NaN at once, so lower_lr then clip_grad_norm (measured on 6 seeds:
+    # always these two, the first settled unhealthy at step 6, the second healthy)
+    assert [(r["kind"], r["action"]) for r in monitor.repairs][:2] == [
+        ("nonfinite", "lower_lr"),
+        ("nonfinite", "clip_grad_norm"),
+    ]
+    assert sink.repairs[0]["healthy_after"] is False
+    assert "repair 1/3 for nonfinite" in caplog.text
+    assert "repair 2/3 for nonfinite" in caplog.text
     text = monitor.report()
-    assert "Repairs:" in text and "lower_lr for exploding_gradient" in text
+    assert "Repairs:" in text and "lower_lr for nonfinite" in text
 
 
 # -- optimizer consistency after structural changes ------------------------------------

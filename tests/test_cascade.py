@@ -75,9 +75,17 @@ def test_a_relu_output_and_the_next_layers_input_with_the_same_dead_units_are_on
 def test_same_units_needs_the_same_width_and_a_90_percent_overlap(
     a: list[int], b: list[int], units_b: int, same: bool
 ) -> None:
-    assert same_units(dead(10, "x", a), dead(10, "y", b, units=units_b)) is same
-    roots = nest([dead(10, "x", a), dead(10, "y", b, units=units_b, role="input")], [], window(10))
+    y = dead(10, "y", b, units=units_b, role="input")
+    assert same_units(dead(10, "x", a), y) is same
+    roots = nest([dead(10, "x", a), y], [], window(10))
     assert len(roots) == (1 if same else 2)
+
+
+def test_two_activation_outputs_are_two_layers_even_when_both_are_all_dead() -> None:
+    every = list(range(16))
+    a, b = dead(10, "net.1", every), dead(10, "net.3", every)
+    assert not same_units(a, b)
+    assert nest([a, b], [], window(10)) == [a, b]
 
 
 def test_an_alias_found_a_window_later_nests_under_the_earlier_name() -> None:

@@ -109,7 +109,9 @@ def diabetes() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def first(monitor: object, kind: FailureMode) -> object:
-    found = [f for f in monitor.findings if f.kind is kind]  # type: ignore[attr-defined]
+    """The first finding of ``kind``, a root or nested under one (a NaN after an explosion)."""
+    every = [g for f in monitor.findings for g in f.walk()]  # type: ignore[attr-defined]
+    found = sorted((f for f in every if f.kind is kind), key=lambda f: f.step)
     assert found, f"no {kind.value} finding; got {kinds(monitor)}"
     return found[0]
 

@@ -603,47 +603,9 @@ CASES: dict[str, Callable[[], Setup]] = {
 }
 
 #: cases that break the monitor today: (exception type, what goes wrong)
-KNOWN: dict[str, tuple[type[BaseException], str]] = {
-    "float64": (
-        RuntimeError,
-        "ParamAccumulator.on_grad (torch/_params.py) takes vector_norm(p.grad, dtype=float32): "
-        "'linalg.vector_norm: the dtype of the input (Double) should be convertible without "
-        "narrowing to the specified dtype (Float)'",
-    ),
-    "complex_parameters": (
-        RuntimeError,
-        "ParamAccumulator.on_grad (torch/_params.py) takes vector_norm(p.grad, dtype=float32) "
-        "of a complex gradient: 'linalg.vector_norm: dtype should be complex for complex "
-        "inputs, but got Float'",
-    ),
-    "sparse_embedding_sgd": (
-        NotImplementedError,
-        "ParamAccumulator.on_grad (torch/_params.py) takes vector_norm of a sparse gradient: "
-        "'Could not run aten::linalg_vector_norm with arguments from the SparseCPU backend'",
-    ),
-    "sparse_embedding_sparse_adam": (
-        NotImplementedError,
-        "ParamAccumulator.on_grad (torch/_params.py) takes vector_norm of a sparse gradient: "
-        "'Could not run aten::linalg_vector_norm with arguments from the SparseCPU backend'",
-    ),
-    "requires_grad_toggled": (
-        RuntimeError,
-        "Monitor._install (torch/_monitor.py) registers post-accumulate-grad hooks on the "
-        "parameters planned at attach, frozen ones included: 'cannot register a hook on a "
-        "tensor that doesn't require gradient'",
-    ),
-    "moe_expert_with_empty_batch": (
-        IndexError,
-        "activation_update (torch/_stats.py) takes amax over an expert's empty batch: "
-        "'amax(): Expected reduction dim 0 to have non-zero size'",
-    ),
-    "torch_func_per_sample_grads": (
-        RuntimeError,
-        "Monitor._on_root_forward (torch/_monitor.py) takes data_ptr() of the functorch-"
-        "wrapped inputs of functional_call under vmap(grad(...)): 'Cannot access data "
-        "pointer of Tensor that doesn't have storage'",
-    ),
-}
+#: cases that broke the monitor, by name -> (the exception, the bug); all fixed now, the
+#: mechanism stays for the next one
+KNOWN: dict[str, tuple[type[BaseException], str]] = {}
 
 
 def _params() -> list[Any]:
@@ -686,21 +648,9 @@ def test_the_reference_sites_of_the_checkpointed_block() -> None:
     assert _sites_seen(None) == {"block.0", "block.1", "block.4"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="non-reentrant checkpointing recomputes the block's forward during backward with "
-    "grad enabled; the forward hooks take the recomputation for second calls of the same "
-    "modules and invent sites 'block.0#1' and 'block.1#1' that repeat block.0 and block.1",
-)
 def test_non_reentrant_checkpointing_adds_no_sites() -> None:
     assert _sites_seen(False) == _sites_seen(None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reentrant checkpointing hands the head a tensor made by CheckpointFunction, not "
-    "the ReLU's output, so the head's input becomes an extra input site ('head') that "
-    "duplicates block.4",
-)
 def test_reentrant_checkpointing_adds_no_sites() -> None:
     assert _sites_seen(True) == _sites_seen(None)

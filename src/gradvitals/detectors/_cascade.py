@@ -188,17 +188,25 @@ def _dead_units(f: Finding) -> tuple[int, frozenset[int]] | None:
 
 
 def same_units(a: Finding, b: Finding) -> bool:
-    """Rule 1: two dying-ReLU findings over the same units (same count, Jaccard >= 0.9).
+    """Rule 1: two dying-ReLU findings over the same units (same count, Jaccard >= 0.9),
+    one of them an input site: the activation's output and the next layer's input are
+    one set of units under two names. Two activation outputs are two layers, even when
+    both are entirely dead.
 
-    >>> def dead(site, idx):
-    ...     return Finding(FailureMode.DYING_RELU, site, 40, "", {"units": 8, "dead_unit_indices": idx})
-    >>> same_units(dead("layer4.1.relu", [0, 2, 3, 5, 6]), dead("fc", [0, 2, 3, 5, 6]))
+    >>> def dead(site, idx, role="output"):
+    ...     ev = {"units": 8, "dead_unit_indices": idx, "site_role": role}
+    ...     return Finding(FailureMode.DYING_RELU, site, 40, "", ev)
+    >>> same_units(dead("layer4.1.relu", [0, 2, 3, 5, 6]), dead("fc", [0, 2, 3, 5, 6], "input"))
     True
-    >>> same_units(dead("layer4.1.relu", [0, 2, 3, 5, 6]), dead("fc", [1, 4, 7]))
+    >>> same_units(dead("layer4.1.relu", [0, 2, 3, 5, 6]), dead("fc", [1, 4, 7], "input"))
+    False
+    >>> same_units(dead("net.1", list(range(8))), dead("net.3", list(range(8))))
     False
     """
     da, db = _dead_units(a), _dead_units(b)
     if da is None or db is None or da[0] != db[0] or a is b:
+        return False
+    if _is_output_site(a) == _is_output_site(b):
         return False
     inter, union = len(da[1] & db[1]), len(da[1] | db[1])
     return union > 0 and inter / union >= SAME_UNITS

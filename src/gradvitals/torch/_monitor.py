@@ -70,6 +70,12 @@ class _Frozen:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+def _recomputing(name: str, calls: dict[str, int]) -> bool:
+    """True inside a backward pass that recomputes a forward already measured in this step
+    (activation checkpointing): the recomputation is not a second call of the module."""
+    return name in calls and torch._C._current_graph_task_id() != -1
+
+
 def _has_storage(x: torch.Tensor) -> bool:
     """False for tensors without storage: torch.func wrappers, meta and fake tensors."""
     return not torch._C._functorch.is_functorch_wrapped_tensor(x) and x.device.type != "meta"
@@ -427,6 +433,8 @@ class Monitor(SessionView):
                 return
             if not out.is_floating_point() or self._unmeasurable(name, out):
                 return
+            if _recomputing(name, self._calls):
+                return
             conv_like = self._has_conv1d and not isinstance(module, nn.RNNBase)
             acc = self._site(name, act, "output", conv_like)
             acc.add(out, eps)
@@ -447,8 +455,10 @@ class Monitor(SessionView):
             # on no trainable parameter: never a site
             if not x.is_floating_point() or not x.requires_grad:
                 return
-            if self._unmeasurable(name, x):
+            if self._unmeasurable(name, x) or _recomputing(name, self._calls):
                 return
+            if type(x.grad_fn).__name__ == "CheckpointFunctionBackward":
+                return  # reentrant checkpointing's output: its activation is measured inside
             ptr = x.data_ptr()
             if ptr in self._produced or ptr in self._input_ptrs:
                 return

@@ -155,7 +155,7 @@ def describe_finding(f: Any) -> dict[str, Any]:
 def detector_kinds() -> set[str]:
     """The failure modes the installed gradvitals has a training detector for."""
     try:
-        from gradvitals.detectors import DetectorSuite
+        from gradvitals.session import DetectorSuite
 
         return set(getattr(DetectorSuite(), "detectors", {}))
     except Exception:  # an older or broken gradvitals: assume the original five

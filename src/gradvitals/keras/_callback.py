@@ -36,11 +36,12 @@ from gradvitals.detectors import Thresholds
 from gradvitals.errors import UsageError
 from gradvitals.findings import Finding
 from gradvitals.keras._data import ProbeBatch, check_probe, probe_batches
+from gradvitals.keras._facts import model_facts
 from gradvitals.keras._layout import LayerTable, Site, graph_view, plan_sites
 from gradvitals.keras._probe import Probe
 from gradvitals.keras._window import LossBase, WindowBuffer, assemble
 from gradvitals.remedies import RepairPolicy
-from gradvitals.session import Session
+from gradvitals.session import Session, strict
 from gradvitals.stats import WindowRecord
 
 __all__ = ["VitalsCallback"]
@@ -268,6 +269,12 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
                 sites = []
         self._sites = sites
         self._probe = Probe(m, self._table, sites, self.thresholds.saturation_eps, view)
+        try:  # what the diagnosis may know of the model and the data (never fatal)
+            self.session.model_facts = model_facts(m, sites, self._batches)
+        except Exception as e:
+            if strict():
+                raise
+            self.session.notes.append(f"model facts for the diagnosis unavailable: {e}")
         return True
 
     def rebuild_probe(self) -> None:
@@ -435,6 +442,7 @@ class VitalsCallback(keras.callbacks.Callback):  # type: ignore[misc]
                 has_grad=self._probe.has_grad,
                 base=self._loss_base,
             )
+            record.facts["output_layers"] = self.session.model_facts.get("output_layers", [])
             new = self.session.submit(record)
             if self.session.should_stop and self.model is not None:
                 self.model.stop_training = True  # Keras' own way, as TerminateOnNaN

@@ -291,9 +291,10 @@ class HalfScores(nn.Module):
 def _fp16_run(half: bool) -> gradvitals.Monitor:
     torch.manual_seed(0)
     d = 64
-    model = nn.Sequential(nn.Linear(d, d), HalfScores(d, half), nn.Linear(d, 2))
+    scores = HalfScores(d, half)
+    model = nn.Sequential(nn.Linear(d, d), scores, nn.Linear(d, 2))
     with torch.no_grad():
-        model[1].proj.weight.mul_(60.0)  # activations of ~50 after the projection
+        scores.proj.weight.mul_(60.0)  # activations of ~50 after the projection
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 6, d, generator=g) * 3.0
     y = (x.mean((1, 2)) > 0).long()
@@ -451,9 +452,10 @@ def test_no_activation_swap_for_a_real_lstm_finding() -> None:
             torch.manual_seed(0)
             self.rnn = nn.LSTM(4, 16, batch_first=True)
             self.out = nn.Linear(16, 1)
+            bias: Any = self.rnn.bias_ih_l0
             with torch.no_grad():  # input, forget and output gates open (i, f, g, o)
-                self.rnn.bias_ih_l0[:32].fill_(30.0)
-                self.rnn.bias_ih_l0[48:].fill_(30.0)
+                bias[:32].fill_(30.0)
+                bias[48:].fill_(30.0)
 
         def forward(self, x: Any) -> Any:
             return self.out(self.rnn(x)[0][:, -1]).squeeze(1)

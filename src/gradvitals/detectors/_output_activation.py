@@ -196,10 +196,10 @@ class OutputActivationDetector:
         squashed = _squashed_logits(facts.get("loss_graph"))
         if squashed is not None:  # rule 2
             act, loss = squashed
-            name = next((n for n, a in outputs.items() if a == act), None)
-            where = f"{name} applies {act}" if name else f"the model's output goes through {act}"
+            site = next((n for n, a in outputs.items() if a == act), None)
+            where = f"{site} applies {act}" if site else f"the model's output goes through {act}"
             return (
-                name,
+                site,
                 f"{where} and the loss is {loss}, which expects raw logits: "
                 + (
                     "the softmax is applied twice, so every probability stays near 1/k and "

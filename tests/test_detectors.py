@@ -79,8 +79,17 @@ def test_dying_quiet_when_dead_units_change_window_to_window() -> None:
 def test_dying_quiet_below_threshold_and_with_too_few_examples() -> None:
     quiet = [relu_window(i, [1, 1, 1, 0]) for i in range(5)]  # 25% dead
     assert fire_steps(DyingReluDetector(), quiet) == []
-    few = [relu_window(i, [0, 0, 0, 0], examples=8) for i in range(5)]
+    few = [relu_window(i, [0, 0, 0, 0], examples=8) for i in range(3)]  # 24 < 32 examples
     assert fire_steps(DyingReluDetector(), few) == []
+
+
+def test_dying_counts_examples_over_the_intersected_windows() -> None:
+    # 8 examples a window: dead for all of them once 4 windows hold 32 examples
+    small = [relu_window(i, [0, 0, 0, 1], examples=8) for i in range(5)]
+    assert len(fire_steps(DyingReluDetector(), small)) == 1
+    # ... but a unit alive in any of those windows is not dead
+    mixed = [relu_window(i, [0, 0, 1, 1] if i % 2 else [1, 1, 0, 1], examples=8) for i in range(5)]
+    assert fire_steps(DyingReluDetector(), mixed) == []
 
 
 def test_dying_refires_only_after_recovery() -> None:

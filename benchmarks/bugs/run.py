@@ -10,9 +10,9 @@ For each case (``--ids``, ``--framework`` filter them) the runner trains:
 
 It records per case:
 
-- **symptom found**: some training finding's ``kind`` equals the case's symptom. The
-  ``stalled`` and ``diverged_plateau`` modes had no detector when this corpus was
-  written; the table marks a symptom without a detector with ``(no detector)``;
+- **symptom found**: some training finding's ``kind`` equals the case's symptom; the
+  table marks a symptom the installed gradvitals has no detector for with
+  ``(no detector)``;
 - **cause right**: the *first* training finding's ``cause`` equals the case's cause;
 - **first remedy right**: the first finding's ``remedies[0].key`` equals ``first_remedy``;
 - **false alarm**: any training finding on the fixed variant;
@@ -155,7 +155,7 @@ def describe_finding(f: Any) -> dict[str, Any]:
 def detector_kinds() -> set[str]:
     """The failure modes the installed gradvitals has a training detector for."""
     try:
-        from gradvitals.detectors import DetectorSuite
+        from gradvitals.session import DetectorSuite
 
         return set(getattr(DetectorSuite(), "detectors", {}))
     except Exception:  # an older or broken gradvitals: assume the original five

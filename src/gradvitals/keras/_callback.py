@@ -36,11 +36,12 @@ from gradvitals.detectors import Thresholds
 from gradvitals.errors import UsageError
 from gradvitals.findings import Finding
 from gradvitals.keras._data import ProbeBatch, check_probe, probe_batches
+from gradvitals.keras._facts import model_facts
 from gradvitals.keras._layout import LayerTable, Site, graph_view, plan_sites
 from gradvitals.keras._probe import Probe
 from gradvitals.keras._window import LossBase, WindowBuffer, assemble
 from gradvitals.remedies import RepairPolicy
-from gradvitals.session import Session, SessionView
+from gradvitals.session import Session, SessionView, strict
 from gradvitals.stats import WindowRecord
 
 __all__ = ["VitalsCallback"]
@@ -236,7 +237,12 @@ class VitalsCallback(SessionView, keras.callbacks.Callback):  # type: ignore[mis
                 sites = []
         self._sites = sites
         self._probe = Probe(m, self._table, sites, self.thresholds.saturation_eps, view)
-        self.session.model_facts = _model_facts(m, sites)
+        try:  # what the diagnosis may know of the model and the data (never fatal)
+            self.session.model_facts = model_facts(m, sites, self._batches)
+        except Exception as e:
+            if strict():
+                raise
+            self.session.notes.append(f"model facts for the diagnosis unavailable: {e}")
         return True
 
     def rebuild_probe(self) -> None:
@@ -404,6 +410,7 @@ class VitalsCallback(SessionView, keras.callbacks.Callback):  # type: ignore[mis
                 has_grad=self._probe.has_grad,
                 base=self._loss_base,
             )
+            record.facts["output_layers"] = self.session.model_facts.get("output_layers", [])
             new = self.session.submit(record)
             if self.session.should_stop and self.model is not None:
                 self.model.stop_training = True  # Keras' own way, as TerminateOnNaN
@@ -451,20 +458,3 @@ class VitalsCallback(SessionView, keras.callbacks.Callback):  # type: ignore[mis
         self._buffer.clear()
         self._loss_base = LossBase(0.0, 0.0, self.step_count)
         self._plan_next(self.step_count)
-
-
-def _model_facts(model: Any, sites: list[Site]) -> dict[str, Any]:
-    """What causes and remedies need to know of the architecture (see ``session``)."""
-    from gradvitals.keras._layout import walk_layers
-
-    layers = walk_layers(model)
-    kinds = [{c.__name__ for c in type(lay).__mro__} for lay in layers]
-    norm = {"BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization"}
-    rnn = {"RNN", "LSTM", "GRU", "SimpleRNN"}
-    return {
-        "framework": "keras",
-        "has_normalization": any(k & norm for k in kinds),
-        "recurrent": [lay.name for lay, k in zip(layers, kinds, strict=True) if k & rnn],
-        "output_sites": [],  # the model's output layers are never sites
-        "activations": {s.name: s.activation for s in sites},
-    }

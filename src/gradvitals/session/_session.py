@@ -305,11 +305,12 @@ class Session:
                 )
 
     def _diagnose(self, f: Finding, record: WindowRecord) -> str | None:
-        """Set the finding's cause (unless its detector did) with what decided it; returns
-        the remedy the diagnosis puts first, if any."""
-        if f.cause is not Cause.UNKNOWN:
-            return None
+        """Set the finding's cause with what decided it (a cause its detector set stands
+        unless the diagnosis refines it); returns the remedy to put first, if any."""
+        preset = f.cause
         d = diagnose(f, record, self.history, self.model_facts, self.findings)
+        if preset is not Cause.UNKNOWN and d.cause is preset and d.lead_remedy is None:
+            return None  # the detector's cause stands, as it wrote it
         f.cause = d.cause
         f.evidence["cause_evidence"] = d.evidence
         if d.layer and d.layer != f.layer:

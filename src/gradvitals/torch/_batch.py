@@ -30,15 +30,41 @@ import torch
 
 from gradvitals.stats._table import BATCH_FIELDS
 
-__all__ = ["BatchAccumulator", "first_float_input", "saved_targets"]
+__all__ = [
+    "BatchAccumulator",
+    "first_float_input",
+    "loss_facts",
+    "loss_graph",
+    "loss_ops",
+    "saved_targets",
+    "target_inputs",
+]
+
+
+#: keyword arguments of a forward that carry the loss's targets, not inputs (Hugging Face
+#: models take ``labels=`` and compute the loss inside ``forward``)
+TARGET_KWARGS = frozenset({"labels", "label", "targets", "target", "y_true"})
+
+
+def _dense_float(a: Any) -> bool:
+    return isinstance(a, torch.Tensor) and a.is_floating_point() and a.layout is torch.strided
 
 
 def first_float_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
-    """The first floating-point tensor among a forward's positional and keyword inputs."""
-    for a in (*args, *kwargs.values()):
-        if isinstance(a, torch.Tensor) and a.is_floating_point() and a.layout is torch.strided:
-            return a
-    return None
+    """The first floating-point tensor among a forward's positional and keyword inputs
+    (targets passed by keyword, :data:`TARGET_KWARGS`, are not inputs)."""
+    inputs = (*args, *(v for k, v in kwargs.items() if k not in TARGET_KWARGS))
+    return next((a for a in inputs if _dense_float(a)), None)
+
+
+def target_inputs(kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    """The floating-point targets a forward receives by keyword (``labels=``...).
+
+    >>> [t.shape for t in target_inputs({"input_ids": torch.ones(2, 3, dtype=torch.long),
+    ...                                  "labels": torch.zeros(2)})]
+    [torch.Size([2])]
+    """
+    return [v for k, v in kwargs.items() if k in TARGET_KWARGS and _dense_float(v)]
 
 
 def saved_targets(grad_fn: Any, depth: int = 4) -> list[torch.Tensor]:
@@ -83,6 +109,100 @@ def loss_ops(grad_fn: Any, depth: int = 6) -> list[str]:
             nxt += [f for f, _ in getattr(node, "next_functions", ())]
         frontier = nxt
     return names
+
+
+#: nodes that only move, cast or reshape values: a parameter seen through one of them
+#: (``TBackward0`` of a Linear's weight) is still that op's own parameter
+_PASS = (
+    "TBackward",
+    "ViewBackward",
+    "ReshapeAlias",
+    "UnsafeView",
+    "ExpandBackward",
+    "PermuteBackward",
+    "TransposeBackward",
+    "ToCopyBackward",
+    "UnsqueezeBackward",
+    "SqueezeBackward",
+)
+
+
+def _name(node: Any) -> str:
+    return type(node).__name__
+
+
+def _children(node: Any) -> list[Any]:
+    return [f for f, _ in getattr(node, "next_functions", ()) if f is not None]
+
+
+def _feeds_parameter(node: Any) -> bool:
+    """The node reads a parameter directly (or through a transpose/view of it): it is the
+    op of a layer with weights, where the loss's own computation ends."""
+    for child in _children(node):
+        if _name(child) == "AccumulateGrad":
+            return True
+        if _name(child).startswith(_PASS) and any(
+            _name(c) == "AccumulateGrad" for c in _children(child)
+        ):
+            return True
+    return False
+
+
+def loss_graph(grad_fn: Any, max_nodes: int = 64) -> dict[str, Any]:
+    """The loss's own computation, read off its autograd graph: the nodes from the loss
+    back to the model's last layer with weights (included, not expanded).
+
+    Returns ``{"ops": names, "inputs": [input indices per node], "layers": indices of
+    the nodes that read a parameter, "exponents": [[index, exponent], ...]}``, breadth
+    first from the loss, at most ``max_nodes`` nodes. The graph survives ``backward()``
+    (only its saved tensors are freed), and so do ``pow``'s scalar exponents, which tell
+    ``x ** 2`` (finite everywhere) from ``x ** 0.5`` (infinite slope at 0).
+
+    >>> import torch
+    >>> w = torch.nn.Parameter(torch.ones(3, 2))
+    >>> out = torch.randn(4, 3) @ w
+    >>> g = loss_graph(torch.sqrt(((out - 1.0) ** 2).sum(1)).mean().grad_fn)
+    >>> g["ops"][:4], g["layers"], g["exponents"]
+    (['MeanBackward0', 'SqrtBackward0', 'SumBackward1', 'PowBackward0'], [5], [[3, 2.0]])
+    """
+    nodes: list[Any] = []
+    index: dict[int, int] = {}
+    inputs: list[list[int]] = []
+    layers: list[int] = []
+    exponents: list[list[float]] = []
+    frontier = [grad_fn] if grad_fn is not None else []
+    while frontier and len(nodes) < max_nodes:
+        nxt: list[Any] = []
+        for node in frontier:
+            if id(node) in index or len(nodes) >= max_nodes:
+                continue
+            i = index[id(node)] = len(nodes)
+            nodes.append(node)
+            inputs.append([])
+            exp = getattr(node, "_saved_exponent", None)
+            if isinstance(exp, (int, float)) and not isinstance(exp, bool):
+                exponents.append([i, float(exp)])
+            if _feeds_parameter(node):
+                layers.append(i)  # the model's layer: the loss's computation ends here
+                continue
+            nxt += [c for c in _children(node) if _name(c) != "AccumulateGrad"]
+        frontier = nxt
+    for i, node in enumerate(nodes):
+        if i in layers:
+            continue
+        inputs[i] = [index[id(c)] for c in _children(node) if id(c) in index]
+    return {
+        "ops": [_name(n) for n in nodes],
+        "inputs": inputs,
+        "layers": layers,
+        "exponents": exponents,
+    }
+
+
+def loss_facts(grad_fn: Any) -> dict[str, Any]:
+    """What the collector records about a loss on a sampled step: ``loss_ops`` (the
+    first nodes, breadth first, model included) and ``loss_graph`` (its own ops)."""
+    return {"loss_ops": loss_ops(grad_fn), "loss_graph": loss_graph(grad_fn)}
 
 
 class BatchAccumulator:

@@ -37,7 +37,13 @@ from gradvitals.remedies import RepairPolicy
 from gradvitals.session import Coverage, Session, SessionView
 from gradvitals.stats import LayerInfo, Layout, SiteInfo, WindowRecord, assemble_record
 from gradvitals.stats._table import LOSS_FIELDS
-from gradvitals.torch._batch import BatchAccumulator, first_float_input, loss_ops, saved_targets
+from gradvitals.torch._batch import (
+    BatchAccumulator,
+    first_float_input,
+    loss_facts,
+    saved_targets,
+    target_inputs,
+)
 from gradvitals.torch._modules import is_conv_like, is_normalization, is_recurrent
 from gradvitals.torch._params import (
     LayerTable,
@@ -393,6 +399,7 @@ class Monitor(SessionView):
             x = first_float_input(args, kwargs)
             if x is not None and _has_storage(x):
                 self._batch.add_input(x, self.step_count, sampled)
+            self._batch.add_targets(target_inputs(kwargs))  # labels= (Hugging Face)
             self._last_batch = (args, kwargs)  # references for a provenance replay
             if not sampled:
                 return
@@ -662,7 +669,10 @@ class Monitor(SessionView):
         fn = loss.grad_fn
         if fn is None:
             return
-        self._facts["loss_ops"] = loss_ops(fn)
+        facts = loss_facts(fn)
+        self._facts.update(facts)
+        if self._pending is not None:  # observed after the step that closed its window
+            self._pending.facts.update(facts)
         self._batch.add_targets(saved_targets(fn))
         if self._last_loss_step < self.step_count:  # observed before this step's optimizer step
             self._step_loss = loss.detach()

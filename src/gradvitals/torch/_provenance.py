@@ -38,6 +38,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from gradvitals.torch._batch import TARGET_KWARGS
+
 __all__ = ["Provenance", "replay"]
 
 _LOW = (torch.float16, torch.bfloat16)
@@ -54,9 +56,16 @@ class Provenance:
         op: the op's name (``softmax``, ``log``, ``div``, ``matmul``...).
         kind: ``"nan_from_finite"`` (a NaN out of NaN-free inputs; ``-inf`` inputs are
             allowed, as in a masked softmax), ``"overflow"`` (an Inf out of finite
-            16-bit inputs), or ``"input"`` (the batch itself was not finite).
+            16-bit inputs), ``"input"`` (the batch itself was not finite), ``"target"``
+            (a ``labels=``-style argument was not), ``"weights"``
+            (a parameter or buffer was already NaN/Inf before the forward: an earlier
+            optimizer step made it so; ``module`` owns it, ``dtype`` is its format),
+            ``"unexplained"`` (the output was not finite and no op was caught making
+            it) or ``"replay_failed"`` (the forward raised on replay).
         dtype: the output's dtype.
         detail: one sentence for the finding.
+        masked: for ``"nan_from_finite"``, some input of the op held ``-inf``/``inf`` (a
+            mask, or an earlier overflow), not only finite values.
     """
 
     module: str
@@ -65,6 +74,7 @@ class Provenance:
     kind: str
     dtype: str
     detail: str
+    masked: bool = False
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -117,6 +127,7 @@ class _Tracer(TorchFunctionMode):
                 f"{op} in {module or 'the model'} ({mtype}) turned "
                 + ("inputs holding -inf/inf (a mask)" if masked else "finite inputs")
                 + " into NaN",
+                masked,
             )
         elif outs[0].dtype in _LOW and _has_inf(outs) and not _has_inf(ins) and not _has_nan(ins):
             dtype = str(outs[0].dtype).removeprefix("torch.")
@@ -154,18 +165,55 @@ def _module_stack(model: nn.Module, stack: list[tuple[str, str]]) -> Iterator[No
             h.remove()
 
 
+def _nonfinite_state(model: nn.Module) -> Provenance | None:
+    """The first parameter or buffer (in ``named_modules`` order) holding a NaN/Inf."""
+    for name, mod in model.named_modules():
+        for pname, t in [*mod.named_parameters(recurse=False), *mod.named_buffers(recurse=False)]:
+            if t is None or not t.is_floating_point() or not t.numel():
+                continue
+            if not bool(torch.isfinite(t.detach()).all()):
+                dtype = str(t.dtype).removeprefix("torch.")
+                return Provenance(
+                    name,
+                    type(mod).__name__,
+                    pname,
+                    "weights",
+                    dtype,
+                    f"{name or 'the model'}.{pname} ({dtype}) already held NaN/Inf before the "
+                    "forward: an optimizer step wrote it",
+                )
+    return None
+
+
 def replay(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Provenance | None:
     """Re-run ``model(*args, **kwargs)`` and name the op that first made a NaN/Inf.
 
-    Returns None when the forward stays finite (the NaN was born in the loss or the
-    backward pass) or when it could not be replayed (the error is not raised: a replay
-    must never break training).
+    Before running anything it checks the batch (``kind="input"``) and the weights
+    (``kind="weights"``: then no op of this forward is to blame). Returns None when the
+    forward stays finite (the NaN was born in the loss or the backward pass); a replay
+    that raises is reported as ``kind="replay_failed"``, never raised: a replay must
+    never break training.
     """
-    inputs = _tensors((args, kwargs))
+    targets = {k for k in kwargs if k in TARGET_KWARGS}
+    inputs = _tensors((args, {k: v for k, v in kwargs.items() if k not in targets}))
     if _has_nan(inputs) or _has_inf(inputs):
         return Provenance(
             "", type(model).__name__, "input", "input", "", "the batch itself holds NaN/Inf"
         )
+    labels = _tensors({k: kwargs[k] for k in targets})
+    if _has_nan(labels) or _has_inf(labels):
+        return Provenance(
+            "",
+            type(model).__name__,
+            "target",
+            "target",
+            "",
+            f"the targets passed to the model ({', '.join(sorted(targets))}=) hold NaN/Inf",
+        )
+    inputs += labels
+    state = _nonfinite_state(model)
+    if state is not None:
+        return state
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     devices = sorted({t.device.index for t in inputs if t.is_cuda and t.device.index is not None})
     stack: list[tuple[str, str]] = []
@@ -177,11 +225,24 @@ def replay(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> P
             _module_stack(model, stack),
             tracer,
         ):
-            model(*args, **kwargs)
-    except Exception:
-        return tracer.found
+            out = model(*args, **kwargs)
+    except Exception as e:
+        return tracer.found or Provenance(
+            "", type(model).__name__, "", "replay_failed", "", f"{type(e).__name__}: {e}"[:200]
+        )
     finally:
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)
+    if tracer.found is None and any(
+        not bool(torch.isfinite(t).all()) for t in _tensors(out) if t.numel()
+    ):
+        return Provenance(
+            "",
+            type(model).__name__,
+            "",
+            "unexplained",
+            "",
+            "the replayed output held NaN/Inf but no intercepted op made it (a fused kernel?)",
+        )
     return tracer.found

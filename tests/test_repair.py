@@ -424,7 +424,8 @@ def test_repairs_are_logged_reported_and_written_to_the_sink(
     assert sink.repairs[0]["healthy_after"] is not None  # written once settled
     # lr 3 on 5x inputs: NaN at once after steps as large as the weights, so the rate is
     # cut first (its cause is the learning rate)
-    assert [(r["kind"], r["action"]) for r in monitor.repairs][0] == ("nonfinite", "lower_lr")
+    first = monitor.repairs[0]
+    assert (first["kind"], first["action"]) == ("nonfinite", "lower_lr")
     assert "repair 1/3 for nonfinite" in caplog.text
     text = monitor.report()
     assert "Repairs:" in text and "lower_lr for nonfinite" in text

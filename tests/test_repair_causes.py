@@ -124,3 +124,91 @@ def test_actions_are_not_repeated_when_the_cause_changes() -> None:
         "clip_grad_norm",
         "lower_lr",
     ]
+
+
+class _FakeHost:
+    """A host that records what it was asked to do (framework-free repair tests)."""
+
+    def __init__(self) -> None:
+        from gradvitals.remedies import ActionRegistry
+
+        self.actions = ActionRegistry("fake")
+        self.applied: list[str] = []
+        for name in ("lower_lr", "clip_grad_norm"):
+            self.actions.register(name)(
+                lambda host, ctx, name=name: host.applied.append(name) or f"{name} done"
+            )
+
+    def capture(self, step: int) -> bool:
+        return True
+
+    def restore(self) -> int | None:
+        return 0
+
+    def after_repair(self, applied: Any) -> None:
+        pass
+
+    def check(self) -> list[str]:
+        return []
+
+    def handled(self, kind: Any, cause: Any) -> str | None:
+        return None
+
+
+def _scripted_session(script: dict[int, list[Any]]) -> tuple[Any, _FakeHost]:
+    """A session whose detectors report ``script[window]`` (findings) per window."""
+    from gradvitals.session import Session
+
+    s = Session(console=False, every=10)
+    host = _FakeHost()
+    s.enable_repair(host, RepairPolicy(max_attempts=3))
+    s.suite.update = lambda rec: [f() for f in script.get(rec.index, [])]  # type: ignore[method-assign]
+    return s, host
+
+
+def _boom(step: int) -> Any:
+    from gradvitals.findings import Finding
+
+    return lambda: Finding(
+        FailureMode.EXPLODING_GRADIENT,
+        "fc",
+        step,
+        "norm jumped",
+        {"first_loss": 1.0},
+        cause=Cause.LEARNING_RATE,
+    )
+
+
+def _window(i: int, loss: float) -> Any:
+    from gradvitals.stats import LossStats, WindowRecord
+
+    return WindowRecord(i, 10 * i, 10 * i + 9, loss=LossStats(sum=loss, count=1))
+
+
+def test_an_explosion_that_comes_back_after_its_repair_is_repaired_again() -> None:
+    # window 1 explodes and is repaired; window 2 explodes again while the first
+    # episode is still open (the loss is still far above its start): the second
+    # finding is nested under the first, but the repair did not hold, so the
+    # controller must see it and take the next action
+    s, host = _scripted_session({1: [_boom(19)], 2: [_boom(29)]})
+    for i, loss in enumerate([1.0, 5.0, 5.0]):
+        s.submit(_window(i, loss))
+    assert [r["action"] for r in s.repairs] == ["lower_lr", "clip_grad_norm"]
+    assert host.applied == ["lower_lr", "clip_grad_norm"]
+    # one root, the recurrence nested under it
+    assert [f.step for f in s.findings if not f.final] == [19]
+    assert [f.step for f in s.findings[0].consequences] == [29]
+
+
+def test_a_second_explosion_without_a_repair_in_between_is_only_nested() -> None:
+    # without repair acting on the first episode, a second finding of the same episode
+    # is its consequence and nothing more; with repair off, nothing is applied at all
+    from gradvitals.session import Session
+
+    s = Session(console=False, every=10)
+    s.suite.update = lambda rec: [_boom(10 * rec.index + 9)()] if rec.index in (1, 2) else []  # type: ignore[method-assign]
+    for i, loss in enumerate([1.0, 5.0, 5.0]):
+        s.submit(_window(i, loss))
+    assert s.repairs == []
+    assert [f.step for f in s.findings] == [19]
+    assert [f.step for f in s.findings[0].consequences] == [29]

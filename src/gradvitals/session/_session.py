@@ -245,6 +245,7 @@ class Session:
         # same units under two names) are nested under the finding that explains them
         roots = nest(new, self.findings, record)
         kept = {id(f) for f in roots}
+        nested = [f for f in new if id(f) not in kept]
         for f in new:
             if id(f) not in kept and self.is_main_process:
                 log.info("%s (a consequence of an earlier finding)", format_finding(f))
@@ -258,8 +259,9 @@ class Session:
             self.emit(format_finding(f))
         finals: list[Finding] = []
         if self.repair is not None:
-            if new:
-                finals = self.repair.on_findings(new, record)
+            again = self._recurrences(nested)
+            if new or again:
+                finals = self.repair.on_findings(new + again, record)
             elif not consequences:  # a window with only consequences is not healthy either
                 self.repair.on_healthy(record)
         self.findings.extend(finals)
@@ -272,6 +274,24 @@ class Session:
         self._write("write_window", record, found)
         self._notify(record, found)
         return found
+
+    def _recurrences(self, nested: list[Finding]) -> list[Finding]:
+        """Nested findings that are the repaired root's failure coming back.
+
+        A second explosion while the first is still open is nested under it (one
+        cascade, one root), but if repair already acted on that root the fix did not
+        hold: repair must see it to escalate, or it would never act again."""
+        out = []
+        for f in nested:
+            root = f.evidence.get("root") or {}
+            if root.get("kind") != f.kind.value:
+                continue
+            if any(
+                r["kind"] == f.kind.value and root.get("step", 0) <= r["step"] < f.step
+                for r in self.repairs
+            ):
+                out.append(f)
+        return out
 
     def _stops(self, f: Finding) -> bool:
         if str(f.kind.value) not in self.stop_on:

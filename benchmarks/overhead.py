@@ -21,11 +21,13 @@ Method
 
   ``gradscope`` 0.1.0 is listed with its import error: its wheel lacks
   ``gradscope.backends``.
-- **Interleaved, paired repeats.** After an untimed warm-up of every mode (past
-  gradvitals' warm-up windows of 1, 2, 4... steps), each repeat visits every variant
-  (the order rotating by one per repeat) and times one block of ``--steps`` steps of
-  the unwatched model and one of the variant back to back (unwatched first on even
-  repeats, second on odd ones). A block is a multiple of 20 steps, so every block
+- **Interleaved, paired repeats.** Every variant has an unwatched *twin* (the same
+  model and optimizer, the same batches, the same number of steps, so both compute
+  on identical weights). After an untimed warm-up of every model (past gradvitals'
+  warm-up windows of 1, 2, 4... steps), each repeat visits every variant (the order
+  rotating by one per repeat) and times one block of ``--steps`` steps of its twin
+  and one of the variant back to back (twin first on even repeats, second on odd
+  ones). A block is a multiple of 20 steps, so every block
   holds the same number of gradvitals windows, their closes included.
 - **Total-time ratio.** The headline number is the sum of a variant's block times over
   the sum of its paired unwatched block times: the time of *every* step, so that a
@@ -42,9 +44,10 @@ Method
   tool's host syncs with ``torch.cuda.set_sync_debug_mode("warn")``.
 - **Data** is a pool of 4 random batches already on the device (no loader cost, which
   makes the ratio an upper bound for real input pipelines).
-- ``--profile N`` adds a cProfile (on the thread CPU clock) of N windows of
-  gradvitals at its defaults and of the same number of steps every step, listing
-  gradvitals' functions by time per window.
+- ``--profile N`` adds, for N windows of gradvitals at its defaults and the same
+  number of steps every step: the inclusive thread CPU time per window of its main
+  functions, from timing wrappers only (``BREAKDOWN``), and a cProfile listing of
+  its functions (slower, finer).
 
 Usage::
 
@@ -384,12 +387,15 @@ def bench_workload(
     repeats: int,
     warmup: int,
 ) -> dict[str, Any]:
-    """Time every mode on ``w``: interleaved, paired with an adjacent unwatched block.
+    """Time every mode on ``w``: interleaved, each paired with its own unwatched twin.
 
-    Each repeat visits the variants in an order rotated by one per repeat; for each
-    variant it times one block of the unwatched model and one of the variant back to
-    back (unwatched first on even repeats, second on odd ones), so each variant's
-    ratio is taken against unwatched time measured next to it.
+    Every variant gets an unwatched *twin*: a copy of the same model and optimizer,
+    trained on the same batches for the same number of steps, so that the pair
+    computes on identical weights (a model trained for more steps than another can
+    run at another speed: tiny gradients become denormal floats, which are slow on
+    x86). Each repeat visits the variants in an order rotated by one per repeat and
+    times one block of the twin and one of the variant back to back (twin first on
+    even repeats, second on odd ones).
     """
     torch.manual_seed(0)
     base = w.build().to(device)
@@ -402,33 +408,44 @@ def bench_workload(
         for _ in range(4)
     ]
     clocks = Clocks(device)
-    modes: dict[str, Mode] = {}
-    setup: dict[str, dict[str, float]] = {}
-    for name, make in factories.items():
+
+    def fresh() -> tuple[nn.Module, torch.optim.Optimizer]:
         model = copy.deepcopy(base)
-        opt = torch.optim.SGD(model.parameters(), lr=w.lr, momentum=0.9)
+        return model, torch.optim.SGD(model.parameters(), lr=w.lr, momentum=0.9)
+
+    variants = [n for n in factories if n != "none"]
+    modes: dict[str, Mode] = {}
+    twins: dict[str, Mode] = {}
+    setup: dict[str, dict[str, float]] = {}
+    for name in variants:
+        twins[name] = Mode(*fresh(), device)
+        model, opt = fresh()
         t = clocks.start()
-        modes[name] = make(model, opt, device)  # attaching a tool: a one-time cost
+        modes[name] = factories[name](model, opt, device)  # attaching a tool: a one-time cost
         setup[name] = clocks.stop(t)
-    pos = dict.fromkeys(modes, 0)
-    for name, mode in modes.items():  # untimed warm-up (kernels, allocator, watch warm-up)
-        run_steps(mode, data, warmup, pos[name])
-        pos[name] += warmup
+    setup["none"] = dict.fromkeys(clocks.names, 0.0)
+    pos: dict[int, int] = {}
+    for mode in [*modes.values(), *twins.values()]:  # untimed warm-up
+        run_steps(mode, data, warmup, 0)
+        pos[id(mode)] = warmup
     syncs: dict[str, float] = {}
     if clocks.cuda:
-        for name, mode in modes.items():
-            n = 2 * WINDOW
-            syncs[name] = count_syncs(mode, data, n, pos[name]) / n
-            pos[name] += n
+        n = 2 * WINDOW
+        for name, mode in [("none", next(iter(twins.values()))), *modes.items()]:
+            syncs[name] = count_syncs(mode, data, n, pos[id(mode)]) / n
+        for name, mode in modes.items():  # keep each twin in step with its variant
+            if name != variants[0]:
+                run_steps(twins[name], data, n, pos[id(twins[name])])
+            pos[id(twins[name])] += n
+            pos[id(mode)] += n
 
-    def block(name: str) -> dict[str, float]:
+    def block(mode: Mode) -> dict[str, float]:
         t = clocks.start()
-        run_steps(modes[name], data, steps, pos[name])
+        run_steps(mode, data, steps, pos[id(mode)])
         out = clocks.stop(t)
-        pos[name] += steps
+        pos[id(mode)] += steps
         return out
 
-    variants = [n for n in modes if n != "none"]
     pairs: dict[str, dict[str, list[tuple[float, float]]]] = {
         c: {v: [] for v in variants} for c in clocks.names
     }
@@ -437,20 +454,20 @@ def bench_workload(
         k = r % max(len(variants), 1)
         for v in variants[k:] + variants[:k]:
             if r % 2 == 0:
-                t_none, t_v = block("none"), block(v)
+                t_none, t_v = block(twins[v]), block(modes[v])
             else:
-                t_v, t_none = block(v), block("none")
+                t_v, t_none = block(modes[v]), block(twins[v])
             for c in clocks.names:
                 pairs[c][v].append((t_v[c], t_none[c]))
                 none_blocks[c].append(t_none[c])
-    closing: dict[str, dict[str, float]] = {}
-    extra: dict[str, dict[str, Any]] = {}
+    closing: dict[str, dict[str, float]] = {"none": dict.fromkeys(clocks.names, 0.0)}
+    extra: dict[str, dict[str, Any]] = {"none": {}}
     for name, mode in modes.items():
         t = clocks.start()
         extra[name] = mode.close()
         closing[name] = clocks.stop(t)
     out: dict[str, Any] = {}
-    for name in modes:
+    for name in ["none", *variants]:
         per_clock: dict[str, Any] = {}
         for c in clocks.names:
             if name == "none":
@@ -466,6 +483,121 @@ def bench_workload(
             "info": extra[name],
         }
     return out
+
+
+#: gradvitals' entry points and main parts, timed by :func:`breakdown_gradvitals`:
+#: (module, class, method). Times are inclusive, so nested ones add up to their caller.
+BREAKDOWN = (
+    ("gradvitals.torch._monitor", "Monitor", "_on_root_forward"),
+    ("gradvitals.torch._batch", "BatchAccumulator", "add_input"),
+    ("gradvitals.torch._monitor", "Monitor", "observe_loss"),
+    ("gradvitals.torch._monitor", "Monitor", "_read_loss_graph"),
+    ("gradvitals.torch._monitor", "Monitor", "_on_pre_step"),
+    ("gradvitals.torch._params", "ParamAccumulator", "snapshot_weights"),
+    ("gradvitals.torch._monitor", "Monitor", "_check_step"),
+    ("gradvitals.torch._monitor", "Monitor", "_on_post_step"),
+    ("gradvitals.torch._params", "ParamAccumulator", "commit"),
+    ("gradvitals.torch._monitor", "Monitor", "_install"),
+    ("gradvitals.torch._monitor", "Monitor", "_remove"),
+    ("gradvitals.torch._monitor", "Monitor", "_freeze"),
+    ("gradvitals.torch._monitor", "Monitor", "_resolve"),
+    ("gradvitals.torch._monitor", "Monitor", "_collect"),
+    ("gradvitals.session._session", "Session", "submit"),
+    ("gradvitals.session._suite", "DetectorSuite", "update"),
+    ("gradvitals.torch._sites", "SiteAccumulator", "add"),
+    ("gradvitals.torch._params", "ParamAccumulator", "on_grad"),
+)
+#: the entry points that torch or the user call: their sum is gradvitals' own time
+ENTRY_POINTS = ("_on_root_forward", "observe_loss", "_on_pre_step", "_on_post_step")
+
+
+def breakdown_gradvitals(
+    w: Workload, device: str, windows: int, warmup: int, **watch_kw: Any
+) -> tuple[str, dict[str, Any]]:
+    """Inclusive thread CPU time per window of gradvitals' main functions, unprofiled.
+
+    Each method of :data:`BREAKDOWN` is wrapped in a timer (two ``thread_time`` reads,
+    about 1 us a call) for ``windows`` windows of a watched run: far less distortion
+    than cProfile, which times every Python call. The activation and gradient hooks
+    are closures; their work is timed through ``SiteAccumulator.add`` and
+    ``ParamAccumulator.on_grad``.
+    """
+    import importlib
+
+    totals: dict[str, list[float]] = {}
+    saved: list[tuple[Any, str, Any]] = []
+
+    def wrap(key: str, fn: Any) -> Any:
+        acc = totals.setdefault(key, [0.0, 0.0])
+
+        def timed(*a: Any, **k: Any) -> Any:
+            t = time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                acc[0] += time.thread_time() - t
+                acc[1] += 1
+
+        return timed
+
+    for mod_name, cls_name, meth in BREAKDOWN:
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+        saved.append((cls, meth, cls.__dict__[meth]))
+        setattr(cls, meth, wrap(f"{cls_name}.{meth}", cls.__dict__[meth]))
+    try:
+        torch.manual_seed(0)
+        model = w.build().to(device)
+        gen = torch.Generator(device="cpu").manual_seed(1)
+        data = [
+            (
+                torch.randn(w.batch, *w.input_shape, generator=gen).to(device),
+                torch.randint(0, 10, (w.batch,), generator=gen).to(device),
+            )
+            for _ in range(4)
+        ]
+        opt = torch.optim.SGD(model.parameters(), lr=w.lr, momentum=0.9)
+        mode = GradvitalsMode(model, opt, device, **watch_kw)
+        run_steps(mode, data, warmup, 0)
+        for v in totals.values():
+            v[0] = v[1] = 0.0
+        n = windows * int(watch_kw.get("every", WINDOW))
+        t0 = time.thread_time()
+        run_steps(mode, data, n, warmup)
+        elapsed = time.thread_time() - t0
+        mode.close()
+    finally:
+        for cls, meth, fn in saved:
+            setattr(cls, meth, fn)
+    own = sum(totals[f"Monitor.{m}"][0] for m in ENTRY_POINTS)
+    hooks = totals["SiteAccumulator.add"][0] + totals["ParamAccumulator.on_grad"][0]
+    lines = [
+        f"Inclusive thread CPU time of gradvitals' functions over {windows} windows ({n} "
+        f"steps) of `watch(model, opt"
+        + "".join(f", {k}={v}" for k, v in watch_kw.items())
+        + f")` on {w.name}, timing wrappers only (no profiler): the whole run took "
+        f"{1e3 * elapsed / n:.3f} ms/step; gradvitals' entry points "
+        f"({', '.join(ENTRY_POINTS)}) {1e3 * own / windows:.2f} ms per window, plus "
+        f"{1e3 * hooks / windows:.2f} ms in the activation and gradient hooks "
+        f"(`SiteAccumulator.add`, `ParamAccumulator.on_grad`).",
+        "",
+        "| function | calls / window | ms / window (inclusive) | µs / call |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, (secs, calls) in sorted(totals.items(), key=lambda kv: -kv[1][0]):
+        if calls:
+            lines.append(
+                f"| `{key}` | {calls / windows:.1f} | {1e3 * secs / windows:.3f} "
+                f"| {1e6 * secs / calls:.1f} |"
+            )
+    data_out = {
+        "windows": windows,
+        "steps": n,
+        "ms_per_step": 1e3 * elapsed / n,
+        "entry_points_ms_per_window": 1e3 * own / windows,
+        "hooks_ms_per_window": 1e3 * hooks / windows,
+        "functions": {k: {"seconds": v[0], "calls": v[1]} for k, v in totals.items()},
+    }
+    return "\n".join(lines), data_out
 
 
 def profile_gradvitals(
@@ -675,8 +807,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"{args.repeats} interleaved repeats; in each, every mode's block of {args.steps} "
-        f"steps is timed next to a block of the unwatched model; total ratio = sum of the "
-        f"mode's block times / sum of the paired unwatched ones (every step, window closes "
+        f"steps is timed next to a block of its unwatched twin; total ratio = sum of the "
+        f"mode's block times / sum of the twin's (every step, window closes "
         f"included). Clocks: {primary} and wall. {args.warmup} untimed warm-up steps per "
         f"mode. torch {env['torch']}, {env.get('gpu') or env.get('Model name', '?')}, "
         f"{env['threads']} thread(s), load average {load_before} before, {load_after} "
@@ -687,16 +819,20 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for tool, note in notes.items():
         print(f"- {tool}: {note}")
-    profiles: dict[str, str] = {}
+    profiles: dict[str, Any] = {}
     if args.profile and chosen:
         w = chosen[0]
         for label, kw in (("defaults", {}), ("every step", {"every": 1, "samples": 1})):
             windows = args.profile * WINDOW // int(kw.get("every", WINDOW))
-            profiles[label] = profile_gradvitals(w, args.device, windows, args.warmup, 25, **kw)
+            text, data = breakdown_gradvitals(w, args.device, windows, args.warmup, **kw)
+            prof = profile_gradvitals(w, args.device, windows, args.warmup, 25, **kw)
+            profiles[label] = {"breakdown": data, "breakdown_table": text, "cprofile": prof}
             print()
-            print(f"### Profile, {label}")
+            print(f"### Where the time goes, {label}")
             print()
-            print(profiles[label])
+            print(text)
+            print()
+            print(prof)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,21 @@ def test_overhead_profile_lists_gradvitals_functions() -> None:
     assert 0 < len(rows) <= 5
 
 
+def test_overhead_breakdown_times_the_entry_points_and_restores_them() -> None:
+    overhead = _load("overhead")
+    from gradvitals.torch._monitor import Monitor
+
+    before = Monitor.__dict__["observe_loss"]
+    w = overhead.workloads("cpu", full=False, smoke=True)[0]
+    text, data = overhead.breakdown_gradvitals(w, "cpu", windows=2, warmup=40)
+    assert Monitor.__dict__["observe_loss"] is before  # the wrappers are removed
+    fns = data["functions"]
+    assert fns["Monitor.observe_loss"]["calls"] == 40  # once per step, 2 windows of 20
+    assert fns["Monitor._on_post_step"]["calls"] == 40
+    assert fns["ParamAccumulator.commit"]["calls"] == 4  # the 2 sampled steps per window
+    assert "| `Monitor.observe_loss` | 20.0 |" in text
+
+
 def test_detection_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     detection = _load("detection")
     argv = ["--smoke", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path)]

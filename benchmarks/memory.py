@@ -219,7 +219,8 @@ def measure(
             step(monitor)
         if monitor is not None:
             if args.repair:
-                snapshot = monitor.session.repair.host.snapshot.nbytes
+                host: Any = getattr(monitor.session.repair, "host", None)
+                snapshot = int(host.snapshot.nbytes) if host is not None else 0
             monitor.close()
             assert monitor.history, "no window was closed: measure more steps"
             seen["findings"] = [f"{f.kind.value}@{f.step}" for f in monitor.findings]

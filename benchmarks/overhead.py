@@ -391,9 +391,9 @@ def bench_workload(
 
     Every variant gets an unwatched *twin*: a copy of the same model and optimizer,
     trained on the same batches for the same number of steps, so that the pair
-    computes on identical weights (a model trained for more steps than another can
-    run at another speed: tiny gradients become denormal floats, which are slow on
-    x86). Each repeat visits the variants in an order rotated by one per repeat and
+    computes on identical weights (one shared reference trained 7x more steps than
+    any variant ran 10% slower per step, likely from denormal floats as its gradients
+    shrank, which made do-nothing peers look faster than no tool at all). Each repeat visits the variants in an order rotated by one per repeat and
     times one block of the twin and one of the variant back to back (twin first on
     even repeats, second on odd ones).
     """

@@ -1,4 +1,4 @@
-"""The labelled training-run corpus behind ``benchmarks/detection.py``.
+r"""The labelled training-run corpus behind ``benchmarks/detection.py``.
 
 Everything needed to *generate* one run and *label* it without gradvitals' detectors:
 
@@ -33,10 +33,23 @@ can carry several labels:
     below 1e-3 at initialisation, the final accuracy is below ``ACC_OK``, and the run
     is neither dying nor saturated at the end (those explain a small gradient and
     have their own label). Onset: step 0;
+  - **stalled**: nothing learned and nothing moved: the full-set loss never fell
+    below ``STALL_LOSS`` (0.95) x its initial value at any checkpoint, and every
+    weight layer ended within ``STALL_MOTION`` (1e-3) of its initial weights
+    (:math:`\|W_T - W_0\| \le 10^{-3}\|W_0\|`, weights only, biases excluded).
+    Onset: step 0;
+  - **diverged_plateau**: the run made progress and lost at least half of it for
+    good, without blowing up: with :math:`L_0` the initial and :math:`B` the best
+    full-set loss over the checkpoints, :math:`L_0 - B \ge 0.1 L_0`, the final loss
+    is at least :math:`B + 0.5 (L_0 - B)`, and the run is not *exploding*. Onset: the
+    first checkpoint after the best whose loss reached that level;
 - **healthy**: no label and final training accuracy >= ``ACC_OK``;
 - **other**: no label but accuracy below ``ACC_OK`` (slow or stuck runs that none of
-  the four modes describes). They count against precision when flagged, but not in
+  the modes describes). They count against precision when flagged, but not in
   the false-alarm rate, whose denominator is the healthy runs.
+
+No run of the corpus has an activation on its output (``output_activation``): every
+such finding on it is a false alarm, and its recall is not measured here.
 
 Checkpoints are at steps 0, 1, 2, 4, 8, 12, 16, then every 10 steps and at the end, so
 an onset after step 16 is known to within 10 steps.
@@ -60,7 +73,7 @@ import torch.nn.functional as F
 from torch import nn
 
 #: Bump when training or measurement code here changes: it is part of the cache key.
-CORPUS_VERSION = 2
+CORPUS_VERSION = 3
 
 ACC_OK = 0.85  # healthy needs at least this final training accuracy
 DEAD_LABEL = 0.5  # fraction of a ReLU layer's units never positive on the full set
@@ -69,6 +82,10 @@ SAT_EPS = 0.01  # "near an asymptote": within this distance, in output units
 VANISH_LABEL = 1e-3  # first/last RMS-gradient ratio
 DIVERGE_FACTOR = 10.0  # loss above this multiple of the initial loss = diverged
 STOP_AFTER_NONFINITE = 40  # steps trained after the first NaN loss (two windows)
+STALL_LOSS = 0.95  # stalled: the full-set loss never fell below this x its initial value
+STALL_MOTION = 1e-3  # stalled: every weight layer within this of its initial weights
+PLATEAU_PROGRESS = 0.1  # diverged_plateau: progress made, as a share of the initial loss
+PLATEAU_LOST = 0.5  # diverged_plateau: share of that progress lost at the end
 
 ACTS = ("relu", "leaky_relu", "gelu", "sigmoid", "tanh")
 INITS = ("default", "he", "xavier", "large_normal")
@@ -499,6 +516,26 @@ def measure(probe: nn.Module, X: torch.Tensor, y: torch.Tensor) -> dict[str, Any
     }
 
 
+def weight_motion(model: nn.Module, w0: dict[str, torch.Tensor]) -> float:
+    r"""The largest relative distance of a weight tensor from its initial value,
+    :math:`\max_l \|W_l - W_{l,0}\| / \|W_{l,0}\|` (NaN when a weight is not finite).
+
+    >>> m = nn.Linear(2, 2); w0 = {"weight": m.weight.detach().clone()}
+    >>> weight_motion(m, w0)
+    0.0
+    """
+    worst = 0.0
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in w0:
+                ref = float(w0[n].double().norm())
+                d = float((p.detach().double() - w0[n].double()).norm())
+                if not math.isfinite(d):
+                    return float("nan")
+                worst = max(worst, d / ref if ref > 0 else d)
+    return worst
+
+
 # -- one run -----------------------------------------------------------------------------
 def train_run(cfg: RunConfig) -> dict[str, Any]:
     """Train ``cfg`` with gradvitals watching (defaults); measure outcomes on the side.
@@ -531,9 +568,13 @@ def train_run(cfg: RunConfig) -> dict[str, Any]:
     bs = min(cfg.batch, n)
     step, first_bad = 0, None
 
+    w0 = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("weight")}
+
     def probe_now() -> None:
         probe.load_state_dict(model.state_dict())
-        measures.append({"step": step, **measure(probe, X, y)})
+        measures.append(
+            {"step": step, **measure(probe, X, y), "weight_motion": weight_motion(model, w0)}
+        )
 
     done = False
     while not done:
@@ -568,8 +609,10 @@ def train_run(cfg: RunConfig) -> dict[str, Any]:
         "epoch_ends": epoch_ends,
         "measures": measures,
         "history": [r.to_dict() for r in monitor.history],
-        "findings": [
-            {"kind": f.kind.value, "step": f.step, "layer": f.layer} for f in monitor.findings
+        "findings": [  # roots and the consequences nested under them
+            {"kind": f.kind.value, "step": f.step, "layer": f.layer, "root": f is root}
+            for root in monitor.findings
+            for f in root.walk()
         ],
         "preflight": [{"kind": f.kind.value, "layer": f.layer} for f in monitor.preflight],
         "train_seconds": time.perf_counter() - t0,
@@ -637,6 +680,27 @@ def label_run(run: dict[str, Any]) -> dict[str, Any]:
         ):
             labels.append("vanishing")
             onset["vanishing"] = 0
+    if assessable:
+        losses_ck = [m["loss"] for m in ms]
+        motion = final.get("weight_motion", float("nan"))
+        if (
+            min(losses_ck) >= STALL_LOSS * init_loss
+            and math.isfinite(motion)
+            and motion <= STALL_MOTION
+        ):
+            labels.append("stalled")
+            onset["stalled"] = 0
+        best_i = min(range(len(ms)), key=lambda i: ms[i]["loss"])
+        best = ms[best_i]["loss"]
+        gained = init_loss - best
+        level = best + PLATEAU_LOST * gained
+        if (
+            "exploding" not in labels
+            and gained >= PLATEAU_PROGRESS * init_loss
+            and final["loss"] >= level
+        ):
+            labels.append("diverged_plateau")
+            onset["diverged_plateau"] = next(m["step"] for m in ms[best_i:] if m["loss"] >= level)
     if labels:
         klass = "failing"
     elif final["acc"] >= ACC_OK:
@@ -663,6 +727,9 @@ def label_run(run: dict[str, Any]) -> dict[str, Any]:
         "max_dead": worst("never_positive", ("relu",)),
         "max_never_positive_other": worst("never_positive", ("leaky_relu", "gelu")),
         "max_saturation": worst("saturation", ("sigmoid", "tanh")),
+        "weight_motion": final.get("weight_motion", float("nan")),
+        "min_loss_ratio": min(m["loss"] for m in ms) / init_loss if init_loss else float("nan"),
+        "final_loss_ratio": final["loss"] / init_loss if init_loss else float("nan"),
     }
 
 

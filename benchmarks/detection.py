@@ -60,13 +60,24 @@ import _corpus  # noqa: E402
 import _peers  # noqa: E402
 
 ROOT = HERE.parent
-MODES = ("exploding", "dying_relu", "saturation", "vanishing")
+MODES = (
+    "exploding",
+    "dying_relu",
+    "saturation",
+    "vanishing",
+    "stalled",
+    "diverged_plateau",
+    "output_activation",
+)
 KIND_TO_MODE = {
     "exploding_gradient": "exploding",
     "nonfinite": "exploding",
     "dying_relu": "dying_relu",
     "saturation": "saturation",
     "vanishing_gradient": "vanishing",
+    "stalled": "stalled",
+    "diverged_plateau": "diverged_plateau",
+    "output_activation": "output_activation",
 }
 WINDOW = 20  # gradvitals' default sync interval (watch(every=20))
 
@@ -74,40 +85,42 @@ WINDOW = 20  # gradvitals' default sync interval (watch(every=20))
 def collector_hash() -> str:
     """Hash of what shapes a cached run: gradvitals' collection code, corpus, torch.
 
-    Hashed: the monitor, its hooks and accumulators (``torch/_monitor.py``,
-    ``_sites.py``, ``_stats.py``, ``_params.py``) and the *fields* of the record types.
-    Derived properties of the records and the detectors are not: they are replayed.
+    Hashed: every module of the PyTorch collector (``src/gradvitals/torch/*.py``: the
+    monitor, its hooks, accumulators, lint and provenance), the statistics table and
+    record assembly (``stats/*.py``) and the corpus version. The detectors, the
+    session and the remedies are not: they are replayed.
     """
-    import dataclasses
-
     import torch
 
     import gradvitals
-    from gradvitals import stats
 
     src = Path(gradvitals.__file__).resolve().parent
     h = hashlib.sha1()
-    for name in ("_monitor.py", "_sites.py", "_stats.py", "_params.py"):
-        f = src / "torch" / name
-        h.update(name.encode())
-        h.update(f.read_bytes() if f.exists() else b"")
-    for cls in (stats.SiteStats, stats.LayerStats, stats.LossStats, stats.WindowRecord):
-        h.update(repr([(f.name, str(f.type)) for f in dataclasses.fields(cls)]).encode())
+    for f in sorted([*(src / "torch").glob("*.py"), *(src / "stats").glob("*.py")]):
+        h.update(f"{f.parent.name}/{f.name}".encode())
+        h.update(f.read_bytes())
     h.update(f"corpus-{_corpus.CORPUS_VERSION} torch-{torch.__version__}".encode())
     return h.hexdigest()[:12]
 
 
 def replay(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run the current detectors over a run's cached window records."""
-    from gradvitals.session import DetectorSuite
+    """Run the current session (detectors, cascade) over a run's cached window records.
+
+    Returns every finding the user would see, roots and the consequences nested under
+    them (``"root": False``), by step.
+    """
+    from gradvitals.session import Session
     from gradvitals.stats import WindowRecord
 
-    suite = DetectorSuite()
-    out = []
+    session = Session(console=False)
     for d in history:
-        for f in suite.update(WindowRecord.from_dict(d)):
-            out.append({"kind": f.kind.value, "step": f.step, "layer": f.layer})
-    return out
+        session.submit(WindowRecord.from_dict(d))
+    out = [
+        {"kind": f.kind.value, "step": f.step, "layer": f.layer, "root": f is root}
+        for root in session.findings
+        for f in root.walk()
+    ]
+    return sorted(out, key=lambda f: f["step"])
 
 
 def evaluate(job: tuple[_corpus.RunConfig, str | None, str]) -> dict[str, Any]:
@@ -126,6 +139,7 @@ def evaluate(job: tuple[_corpus.RunConfig, str | None, str]) -> dict[str, Any]:
             tmp.write_text(json.dumps(run))
             tmp.replace(path)
     label = _corpus.label_run(run)
+    run["preflight"] = [f["kind"] for f in run["preflight"]]
     t = time.perf_counter()
     findings = replay(run["history"])
     replay_s = time.perf_counter() - t
@@ -134,14 +148,20 @@ def evaluate(job: tuple[_corpus.RunConfig, str | None, str]) -> dict[str, Any]:
         peers["trainwatch"] = _peers.trainwatch_first_alarm(run["losses"], run["epoch_ends"])
     if not _peers.lightning_status().startswith("not installed"):
         peers["spike_detection"] = _peers.spike_first_alarm(run["losses"], run["batch_idx"])
-    live = [(f["kind"], f["step"]) for f in run["findings"]]
+    live = sorted((f["kind"], f["step"]) for f in run["findings"])
+    # pre-flight findings (the lint at watch()) count at step 0
+    pre = [
+        {"kind": k, "step": 0, "layer": None, "root": True, "preflight": True}
+        for k in run["preflight"]
+        if k in KIND_TO_MODE
+    ]
     return {
         "config": dict(run["config"], run_id=cfg.run_id, recipe=cfg.recipe),
         "describe": cfg.describe(),
         **label,
-        "findings": findings,
-        "replay_matches_live": live == [(f["kind"], f["step"]) for f in findings],
-        "preflight": [f["kind"] for f in run["preflight"]],
+        "findings": pre + findings,
+        "replay_matches_live": live == sorted((f["kind"], f["step"]) for f in findings),
+        "preflight": run["preflight"],
         "peers": peers,
         "train_seconds": run["train_seconds"],
         "replay_seconds": replay_s,
@@ -185,10 +205,19 @@ def score(
         tp = [r for r in flagged if m in r["labels"]]
         fa = [r for r in healthy if flag(r, m) is not None]
         lat = sorted(flag(r, m) - r["onset"][m] for r in tp)
+        nested = [
+            r
+            for r in flagged
+            if r.get("findings")
+            and all(
+                not f.get("root", True) for f in r["findings"] if KIND_TO_MODE.get(f["kind"]) == m
+            )
+        ]
         out[m] = {
             "labelled": len(labelled),
             "flagged": len(flagged),
             "tp": len(tp),
+            "nested": len(nested),
             "precision": _ratio(len(tp), len(flagged)),
             "recall": _ratio(len(tp), len(labelled)),
             "false_alarms": len(fa),
@@ -227,13 +256,14 @@ def score_table(title: str, scores: dict[str, dict[str, Any]]) -> str:
     lines = [
         f"### {title}",
         "",
-        "| mode | labelled | flagged | TP | precision | recall | false alarms (healthy) "
-        "| latency median / p90 / max, steps |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| mode | labelled | flagged | of which nested | TP | precision | recall "
+        "| false alarms (healthy) | latency median / p90 / max, steps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for m, s in scores.items():
         lines.append(
-            f"| {m} | {s['labelled']} | {s['flagged']} | {s['tp']} | {_fmt(s['precision'])} "
+            f"| {m} | {s['labelled']} | {s['flagged']} | {s['nested']} | {s['tp']} "
+            f"| {_fmt(s['precision'])} "
             f"| {_fmt(s['recall'])} | {s['false_alarms']}/{s['healthy']} "
             f"({_fmt(s['false_alarm_rate'], pct=True)}) | {_lat(s)} |"
         )
@@ -266,7 +296,16 @@ def composition_table(results: list[dict[str, Any]]) -> str:
 
 def confusion_table(results: list[dict[str, Any]]) -> str:
     """What gradvitals reported, by the run's label set (runs with any finding of a kind)."""
-    kinds = ["exploding_gradient", "nonfinite", "dying_relu", "saturation", "vanishing_gradient"]
+    kinds = [
+        "exploding_gradient",
+        "nonfinite",
+        "dying_relu",
+        "saturation",
+        "vanishing_gradient",
+        "stalled",
+        "diverged_plateau",
+        "output_activation",
+    ]
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         groups.setdefault(_group(r), []).append(r)
@@ -403,9 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     print(score_table("gradvitals at defaults (watch(model, opt), every=20, samples=2)", gv))
     print()
     print(
-        f"dying_relu, saturation and vanishing are scored on the {len(results) - gv['dying_relu']['not_judged']} "
+        f"Every mode but exploding is scored on the {len(results) - gv['dying_relu']['not_judged']} "
         "runs whose model ended finite; exploding on all. Latency = first finding's step "
-        "minus onset (negative: before the full-set measure crossed)."
+        "minus onset (negative: before the full-set measure crossed). *Nested*: flagged "
+        "only as a consequence of an earlier finding (the cascade). No run has an "
+        "output activation: output_activation flags are false alarms, its recall is "
+        "not measured here."
     )
     print()
     print(peer_table(results))

@@ -12,6 +12,11 @@ Method
   start of the measurement, plus ``observe_loss`` each step and ``close()`` at the end,
   so every byte gradvitals keeps or allocates, at attach or on sampled steps, falls
   inside the measurement. The warm-up makes the first steps sampled.
+- ``--repair``: the watched run has ``repair=True`` with
+  ``RepairPolicy(offload_to_cpu=True)``: the healthy snapshot (taken at attach and
+  after each clean window: a copy of the weights and of Adam's two moments, about 3x
+  the parameter bytes) then falls inside the measurement too. Its size as the
+  snapshot reports it (``Snapshot.nbytes``) is shown beside the measured extra.
 - **Peak**: the highest number of live tensor bytes allocated since the measurement
   started, over the measured steps. *Extra* = peak(watched) - peak(unwatched), the
   memory a user must budget for watching; reported per byte of parameters.
@@ -33,6 +38,7 @@ Method
 Usage::
 
     python benchmarks/memory.py                   # CPU, 1M / 10M / 100M parameters, ~1-2 min
+    python benchmarks/memory.py --repair          # the same with repair on (the snapshot)
     python benchmarks/memory.py --smoke           # one tiny model, seconds
     python benchmarks/memory.py --device cuda --sizes 1e6,1e8,1e9
 """
@@ -58,6 +64,7 @@ import torch
 from torch import nn
 
 import gradvitals
+from gradvitals import RepairPolicy
 
 DEFAULT_SIZES = (1e6, 1e7, 1e8)
 SMOKE_SIZES = (2e4,)
@@ -73,6 +80,9 @@ class Result:
     param_bytes: int
     peak_unwatched: int
     peak_watched: int
+    snapshot_bytes: int = 0
+    findings: tuple[str, ...] = ()
+    repairs: tuple[str, ...] = ()
 
     @property
     def extra(self) -> int:
@@ -98,11 +108,25 @@ def shape_for(params: float) -> tuple[int, int]:
     return width, depth
 
 
-def make_model(width: int, depth: int, device: torch.device) -> nn.Sequential:
+def make_model(
+    width: int, depth: int, device: torch.device, init: str = "default"
+) -> nn.Sequential:
+    """``depth`` blocks of ``Linear(width, width) + ReLU``; ``init="he"`` He-initialises
+    the weights (PyTorch's default init shrinks the signal layer by layer, and a deep
+    stack then has really vanishing gradients, which a watched run reports)."""
     layers: list[nn.Module] = []
     for _ in range(depth):
-        layers += [nn.Linear(width, width), nn.ReLU()]
+        lin = nn.Linear(width, width)
+        if init == "he":
+            nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
+            nn.init.zeros_(lin.bias)
+        layers += [lin, nn.ReLU()]
     return nn.Sequential(*layers).to(device)
+
+
+#: what the last watched measurement found and repaired (findings change nothing in
+#: memory; a repair that changes the model, e.g. inserts norms, re-allocates the snapshot)
+LAST_RUN: dict[str, list[str]] = {}
 
 
 @contextmanager
@@ -161,10 +185,11 @@ def _cpu_peak(prof: Any) -> int:
 
 def measure(
     width: int, depth: int, *, watched: bool, args: argparse.Namespace, device: torch.device
-) -> int:
-    """Peak extra bytes of ``--steps`` training steps, watched or not."""
+) -> tuple[int, int]:
+    """Peak extra bytes of ``--steps`` training steps, watched or not, and the bytes of
+    the repair snapshot (0 without ``--repair``)."""
     torch.manual_seed(0)
-    model = make_model(width, depth, device)
+    model = make_model(width, depth, device, args.init)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     x = torch.randn(args.batch, width, device=device)
 
@@ -179,19 +204,31 @@ def measure(
     step()  # Adam's state exists before the measurement, as in a running job
     opt.zero_grad(set_to_none=True)
     gc.collect()
+    snapshot = 0
+    seen: dict[str, list[str]] = {"findings": [], "repairs": []}
     with peak_meter(device) as peak:
         monitor = None
         if watched:
+            kw: dict[str, Any] = {}
+            if args.repair:
+                kw = {"repair": True, "policy": RepairPolicy(offload_to_cpu=True)}
             monitor = gradvitals.watch(
-                model, opt, every=args.every, samples=args.samples, console=False
+                model, opt, every=args.every, samples=args.samples, console=False, **kw
             )
         for _ in range(args.steps):
             step(monitor)
         if monitor is not None:
+            if args.repair:
+                host: Any = getattr(monitor.session.repair, "host", None)
+                snapshot = int(host.snapshot.nbytes) if host is not None else 0
             monitor.close()
             assert monitor.history, "no window was closed: measure more steps"
+            seen["findings"] = [f"{f.kind.value}@{f.step}" for f in monitor.findings]
+            seen["repairs"] = [f"{r['action']}@{r['step']}" for r in monitor.repairs]
         del monitor
-    return peak()
+    LAST_RUN.clear()
+    LAST_RUN.update(seen)
+    return peak(), snapshot
 
 
 def run(args: argparse.Namespace) -> list[Result]:
@@ -208,8 +245,20 @@ def run(args: argparse.Namespace) -> list[Result]:
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-        plain, watched = peaks
-        results.append(Result(params, width, depth, params * 4, plain, watched))
+        (plain, _), (watched, snapshot) = peaks
+        results.append(
+            Result(
+                params,
+                width,
+                depth,
+                params * 4,
+                plain,
+                watched,
+                snapshot,
+                tuple(LAST_RUN.get("findings", ())),
+                tuple(LAST_RUN.get("repairs", ())),
+            )
+        )
         print(
             f"  {params / 1e6:.2f}M parameters: {time.perf_counter() - t0:.1f} s",
             file=sys.stderr,
@@ -222,24 +271,38 @@ def _mb(n: float) -> str:
 
 
 def table(results: list[Result], args: argparse.Namespace) -> str:
+    repair = "repair on, RepairPolicy(offload_to_cpu=True)" if args.repair else "repair off"
     lines = [
         f"Peak extra memory of `gradvitals.watch` (every={args.every}, samples={args.samples}, "
-        f"repair off), {args.steps} Adam steps, batch {args.batch}, device {args.device}, "
+        f"{repair}), {args.steps} Adam steps, batch {args.batch}, {args.init} init, "
+        f"device {args.device}, "
         f"torch {torch.__version__}, {platform.machine()}.",
         "",
         "Peaks are of tensor memory allocated during the steps, above the model and "
         "Adam's state already resident.",
         "",
         "| parameters | width x depth | parameter MiB | step peak unwatched MiB "
-        "| step peak watched MiB | extra MiB | extra / parameter bytes |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| step peak watched MiB | extra MiB | extra / parameter bytes |"
+        + (" snapshot MiB (nbytes) | snapshot / parameter bytes |" if args.repair else ""),
+        "|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if args.repair else ""),
     ]
     for r in results:
-        lines.append(
+        row = (
             f"| {r.params / 1e6:,.2f}M | {r.width} x {r.depth} | {_mb(r.param_bytes)} "
             f"| {_mb(r.peak_unwatched)} | {_mb(r.peak_watched)} | {_mb(r.extra)} "
             f"| {100 * r.extra_per_param_byte:.1f}% |"
         )
+        if args.repair:
+            row += f" {_mb(r.snapshot_bytes)} | {100 * r.snapshot_bytes / r.param_bytes:.0f}% |"
+        lines.append(row)
+    notes = [
+        f"- {r.params / 1e6:,.2f}M: findings {', '.join(r.findings) or 'none'}; "
+        f"repairs {', '.join(r.repairs) or 'none'}"
+        for r in results
+        if r.findings or r.repairs
+    ]
+    if notes:
+        lines += ["", "During the watched measurement:", *notes]
     return "\n".join(lines)
 
 
@@ -256,6 +319,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=20, help="watch(every=...) (default 20)")
     p.add_argument("--samples", type=int, default=2, help="watch(samples=...) (default 2)")
     p.add_argument("--smoke", action="store_true", help="one tiny model, seconds")
+    p.add_argument(
+        "--init",
+        choices=("default", "he"),
+        default="default",
+        help="weight init of the Linear stack (default: PyTorch's)",
+    )
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="watch with repair=True, RepairPolicy(offload_to_cpu=True): the snapshot counts",
+    )
     p.add_argument("--out", type=Path, help="also write DIR/memory.json")
     args = p.parse_args(argv)
     if args.smoke:

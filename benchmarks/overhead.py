@@ -21,25 +21,38 @@ Method
 
   ``gradscope`` 0.1.0 is listed with its import error: its wheel lacks
   ``gradscope.backends``.
-- **Interleaved repeats.** After an untimed warm-up of every mode (past gradvitals'
-  warm-up windows of 1, 2, 4... steps), each repeat times one block of ``--steps``
-  steps per mode, the mode order rotating by one each repeat. A block is a multiple of
-  20 steps, so every block holds the same number of gradvitals-sampled steps.
-- **Ratios are paired:** watched/unwatched ms per step within the same repeat, then
-  the median, inter-quartile range and min-max over repeats.
-- **Timing.** CPU: one torch thread and the thread's CPU time (``time.thread_time``)
-  around each block, so that other processes on a shared machine do not count
-  (``--clock wall --threads 0`` for wall time with torch's threads). CUDA: ``torch.cuda.Event``
-  records at the block's start and end and one ``synchronize()`` after it; nothing
-  else synchronizes inside the timed region except what a tool does itself (which is
-  what is being measured). On CUDA a separate untimed pass counts each tool's host
-  syncs with ``torch.cuda.set_sync_debug_mode("warn")``.
+- **Interleaved, paired repeats.** Every variant has an unwatched *twin* (the same
+  model and optimizer, the same batches, the same number of steps, so both compute
+  on identical weights). After an untimed warm-up of every model (past gradvitals'
+  warm-up windows of 1, 2, 4... steps), each repeat visits every variant (the order
+  rotating by one per repeat) and times one block of ``--steps`` steps of its twin
+  and one of the variant back to back (twin first on even repeats, second on odd
+  ones). A block is a multiple of 20 steps, so every block
+  holds the same number of gradvitals windows, their closes included.
+- **Total-time ratio.** The headline number is the sum of a variant's block times over
+  the sum of its paired unwatched block times: the time of *every* step, so that a
+  windowed tool, which pays on a few steps of each window, is charged in full (a
+  median over steps would hide that). The per-repeat ratios give the spread (median,
+  inter-quartile range, min-max). The one-time cost of attaching a tool (``watch()``
+  with its pre-flight lint, hook installation) is reported separately ("attach ms").
+- **Clocks.** CPU: one torch thread; each block is timed on the thread's CPU time
+  (``time.thread_time``: other processes on a shared machine do not count) *and* on
+  wall time; both are reported. CUDA: ``torch.cuda.Event`` records at the block's
+  start and end and one ``synchronize()`` after it, and wall time to that sync;
+  nothing else synchronizes inside the timed region except what a tool does itself
+  (which is what is being measured). On CUDA a separate untimed pass counts each
+  tool's host syncs with ``torch.cuda.set_sync_debug_mode("warn")``.
 - **Data** is a pool of 4 random batches already on the device (no loader cost, which
   makes the ratio an upper bound for real input pipelines).
+- ``--profile N`` adds, for N windows of gradvitals at its defaults and the same
+  number of steps every step: the inclusive thread CPU time per window of its main
+  functions, from timing wrappers only (``BREAKDOWN``), and a cProfile listing of
+  its functions (slower, finer).
 
 Usage::
 
-    python benchmarks/overhead.py                       # CPU: MLP and small CNN, ~2-3 min
+    python benchmarks/overhead.py                       # CPU: MLP and small CNN, ~4 min
+    python benchmarks/overhead.py --only mlp --profile 50   # the 2 ms MLP, and where the time goes
     python benchmarks/overhead.py --smoke               # seconds
     python benchmarks/overhead.py --device cuda --out DIR   # GPU sizes; DIR/overhead.json
     python benchmarks/overhead.py --full                # adds a larger model
@@ -273,33 +286,43 @@ def mode_factories(smoke: bool) -> tuple[dict[str, Callable[..., Mode]], dict[st
 
 
 # -- timing ------------------------------------------------------------------------------------
-class Timer:
-    """CUDA events on a GPU; on CPU the thread's CPU time (``clock="thread"``) or wall time.
+class Clocks:
+    """Two clocks read around each block: the primary one and wall time.
 
-    Thread CPU time counts only this thread's work, so other processes on a shared
-    machine do not inflate a block; with one torch thread all of the step's work
-    (forward, autograd, optimizer and every tool's hooks) runs on this thread.
+    CPU: the primary clock is the thread's CPU time (``time.thread_time``), which counts
+    only this thread's work, so other processes on a shared machine do not inflate a
+    block; with one torch thread all of the step's work (forward, autograd, optimizer
+    and every tool's hooks) runs on this thread. Wall time (``time.perf_counter``) is
+    read around the same block. CUDA: the primary clock is a pair of
+    ``torch.cuda.Event`` records (device time), and wall time runs to the block's one
+    ``synchronize()``.
     """
 
-    def __init__(self, device: str, clock: str) -> None:
+    def __init__(self, device: str) -> None:
         self.cuda = device.startswith("cuda")
-        self.now = time.thread_time if clock == "thread" else time.perf_counter
+        self.names = ("cuda", "wall") if self.cuda else ("thread", "wall")
 
-    def start(self) -> Any:
+    def start(self) -> tuple[Any, float]:
         if self.cuda:
             e = torch.cuda.Event(enable_timing=True)
             e.record()
-            return e
-        return self.now()
+            return e, time.perf_counter()
+        return time.thread_time(), time.perf_counter()
 
-    def stop(self, start: Any) -> float:
-        """Milliseconds since ``start``; on CUDA the one sync of the block."""
+    def stop(self, start: tuple[Any, float]) -> dict[str, float]:
+        """Milliseconds on each clock since ``start``; on CUDA the one sync of the block."""
+        first, wall0 = start
         if self.cuda:
             end = torch.cuda.Event(enable_timing=True)
             end.record()
             end.synchronize()
-            return float(start.elapsed_time(end))
-        return (self.now() - start) * 1e3
+            return {
+                "cuda": float(first.elapsed_time(end)),
+                "wall": (time.perf_counter() - wall0) * 1e3,
+            }
+        cpu = time.thread_time()
+        wall = time.perf_counter()
+        return {"thread": (cpu - first) * 1e3, "wall": (wall - wall0) * 1e3}
 
 
 def run_steps(mode: Mode, data: list[tuple[torch.Tensor, torch.Tensor]], n: int, i0: int) -> None:
@@ -327,6 +350,35 @@ def count_syncs(mode: Mode, data: list[Any], n: int, i0: int) -> int:
     return sum(1 for w in caught if "synchroniz" in str(w.message))
 
 
+def ratio_stats(pairs: list[tuple[float, float]], steps: int) -> dict[str, Any]:
+    """Total-time ratio and the spread of per-repeat ratios, from ``(mode ms, none ms)``.
+
+    ``ratio_total`` = sum of the mode's block times / sum of the paired unwatched block
+    times: the time of every step, window closes included. The per-repeat ratios give
+    the spread.
+
+    >>> s = ratio_stats([(110.0, 100.0), (100.0, 100.0), (130.0, 100.0)], steps=100)
+    >>> round(s["ratio_total"], 3), s["ratio_min"], s["ratio_max"], s["ms_per_step"]
+    (1.133, 1.0, 1.3, 1.1333333333333333)
+    """
+    mode_ms = [a for a, _ in pairs]
+    none_ms = [b for _, b in pairs]
+    ratios = sorted(a / b for a, b in pairs)
+    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+    return {
+        "block_ms": mode_ms,
+        "paired_none_ms": none_ms,
+        "ms_per_step": sum(mode_ms) / (len(mode_ms) * steps),
+        "ratio_total": sum(mode_ms) / sum(none_ms),
+        "ratio_median": statistics.median(ratios),
+        "ratio_q1": q[0],
+        "ratio_q3": q[2],
+        "ratio_min": ratios[0],
+        "ratio_max": ratios[-1],
+        "ratios": ratios,
+    }
+
+
 def bench_workload(
     w: Workload,
     factories: dict[str, Callable[..., Mode]],
@@ -334,8 +386,17 @@ def bench_workload(
     steps: int,
     repeats: int,
     warmup: int,
-    clock: str = "wall",
 ) -> dict[str, Any]:
+    """Time every mode on ``w``: interleaved, each paired with its own unwatched twin.
+
+    Every variant gets an unwatched *twin*: a copy of the same model and optimizer,
+    trained on the same batches for the same number of steps, so that the pair
+    computes on identical weights (one shared reference trained 7x more steps than
+    any variant ran 10% slower per step, likely from denormal floats as its gradients
+    shrank, which made do-nothing peers look faster than no tool at all). Each repeat visits the variants in an order rotated by one per repeat and
+    times one block of the twin and one of the variant back to back (twin first on
+    even repeats, second on odd ones).
+    """
     torch.manual_seed(0)
     base = w.build().to(device)
     gen = torch.Generator(device="cpu").manual_seed(1)
@@ -346,51 +407,272 @@ def bench_workload(
         )
         for _ in range(4)
     ]
-    modes: dict[str, Mode] = {}
-    for name, make in factories.items():
+    clocks = Clocks(device)
+
+    def fresh() -> tuple[nn.Module, torch.optim.Optimizer]:
         model = copy.deepcopy(base)
-        opt = torch.optim.SGD(model.parameters(), lr=w.lr, momentum=0.9)
-        modes[name] = make(model, opt, device)
-    timer = Timer(device, clock)
-    pos = dict.fromkeys(modes, 0)
-    for name, mode in modes.items():  # untimed warm-up (kernels, allocator, watch warm-up)
-        run_steps(mode, data, warmup, pos[name])
-        pos[name] += warmup
+        return model, torch.optim.SGD(model.parameters(), lr=w.lr, momentum=0.9)
+
+    variants = [n for n in factories if n != "none"]
+    modes: dict[str, Mode] = {}
+    twins: dict[str, Mode] = {}
+    setup: dict[str, dict[str, float]] = {}
+    for name in variants:
+        twins[name] = Mode(*fresh(), device)
+        model, opt = fresh()
+        t = clocks.start()
+        modes[name] = factories[name](model, opt, device)  # attaching a tool: a one-time cost
+        setup[name] = clocks.stop(t)
+    setup["none"] = dict.fromkeys(clocks.names, 0.0)
+    pos: dict[int, int] = {}
+    for mode in [*modes.values(), *twins.values()]:  # untimed warm-up
+        run_steps(mode, data, warmup, 0)
+        pos[id(mode)] = warmup
     syncs: dict[str, float] = {}
-    if timer.cuda:
-        for name, mode in modes.items():
-            n = 2 * WINDOW
-            syncs[name] = count_syncs(mode, data, n, pos[name]) / n
-            pos[name] += n
-    names = list(modes)
-    ms: dict[str, list[float]] = {n: [] for n in names}
+    if clocks.cuda:
+        n = 2 * WINDOW
+        for name, mode in [("none", next(iter(twins.values()))), *modes.items()]:
+            syncs[name] = count_syncs(mode, data, n, pos[id(mode)]) / n
+        for name, mode in modes.items():  # keep each twin in step with its variant
+            if name != variants[0]:
+                run_steps(twins[name], data, n, pos[id(twins[name])])
+            pos[id(twins[name])] += n
+            pos[id(mode)] += n
+
+    def block(mode: Mode) -> dict[str, float]:
+        t = clocks.start()
+        run_steps(mode, data, steps, pos[id(mode)])
+        out = clocks.stop(t)
+        pos[id(mode)] += steps
+        return out
+
+    pairs: dict[str, dict[str, list[tuple[float, float]]]] = {
+        c: {v: [] for v in variants} for c in clocks.names
+    }
+    none_blocks: dict[str, list[float]] = {c: [] for c in clocks.names}
     for r in range(repeats):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            t = timer.start()
-            run_steps(modes[name], data, steps, pos[name])
-            ms[name].append(timer.stop(t) / steps)
-            pos[name] += steps
-    extra = {name: mode.close() for name, mode in modes.items()}
+        k = r % max(len(variants), 1)
+        for v in variants[k:] + variants[:k]:
+            if r % 2 == 0:
+                t_none, t_v = block(twins[v]), block(modes[v])
+            else:
+                t_v, t_none = block(modes[v]), block(twins[v])
+            for c in clocks.names:
+                pairs[c][v].append((t_v[c], t_none[c]))
+                none_blocks[c].append(t_none[c])
+    closing: dict[str, dict[str, float]] = {"none": dict.fromkeys(clocks.names, 0.0)}
+    extra: dict[str, dict[str, Any]] = {"none": {}}
+    for name, mode in modes.items():
+        t = clocks.start()
+        extra[name] = mode.close()
+        closing[name] = clocks.stop(t)
     out: dict[str, Any] = {}
-    for name in names:
-        ratios = sorted(a / b for a, b in zip(ms[name], ms["none"], strict=True))
-        q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+    for name in ["none", *variants]:
+        per_clock: dict[str, Any] = {}
+        for c in clocks.names:
+            if name == "none":
+                per_clock[c] = ratio_stats([(x, x) for x in none_blocks[c]], steps)
+            else:
+                per_clock[c] = ratio_stats(pairs[c][name], steps)
         out[name] = {
-            "ms_per_step": ms[name],
-            "ms_median": statistics.median(ms[name]),
-            "ratio_median": statistics.median(ratios),
-            "ratio_q1": q[0],
-            "ratio_q3": q[2],
-            "ratio_min": ratios[0],
-            "ratio_max": ratios[-1],
+            "clocks": per_clock,
+            "ratio_total": per_clock[clocks.names[0]]["ratio_total"],
+            "setup_ms": setup[name],
+            "close_ms": closing[name],
             "syncs_per_step": syncs.get(name),
             "info": extra[name],
         }
     return out
 
 
+#: gradvitals' entry points and main parts, timed by :func:`breakdown_gradvitals`:
+#: (module, class, method). Times are inclusive, so nested ones add up to their caller.
+BREAKDOWN = (
+    ("gradvitals.torch._monitor", "Monitor", "_on_root_forward"),
+    ("gradvitals.torch._batch", "BatchAccumulator", "add_input"),
+    ("gradvitals.torch._monitor", "Monitor", "observe_loss"),
+    ("gradvitals.torch._monitor", "Monitor", "_read_loss_graph"),
+    ("gradvitals.torch._monitor", "Monitor", "_on_pre_step"),
+    ("gradvitals.torch._params", "ParamAccumulator", "snapshot_weights"),
+    ("gradvitals.torch._monitor", "Monitor", "_check_step"),
+    ("gradvitals.torch._monitor", "Monitor", "_on_post_step"),
+    ("gradvitals.torch._params", "ParamAccumulator", "commit"),
+    ("gradvitals.torch._monitor", "Monitor", "_install"),
+    ("gradvitals.torch._monitor", "Monitor", "_remove"),
+    ("gradvitals.torch._monitor", "Monitor", "_freeze"),
+    ("gradvitals.torch._monitor", "Monitor", "_resolve"),
+    ("gradvitals.torch._monitor", "Monitor", "_collect"),
+    ("gradvitals.session._session", "Session", "submit"),
+    ("gradvitals.session._suite", "DetectorSuite", "update"),
+    ("gradvitals.torch._sites", "SiteAccumulator", "add"),
+    ("gradvitals.torch._params", "ParamAccumulator", "on_grad"),
+)
+#: the entry points that torch or the user call: their sum is gradvitals' own time
+ENTRY_POINTS = ("_on_root_forward", "observe_loss", "_on_pre_step", "_on_post_step")
+
+
+def breakdown_gradvitals(
+    w: Workload, device: str, windows: int, warmup: int, **watch_kw: Any
+) -> tuple[str, dict[str, Any]]:
+    """Inclusive thread CPU time per window of gradvitals' main functions, unprofiled.
+
+    Each method of :data:`BREAKDOWN` is wrapped in a timer (two ``thread_time`` reads,
+    about 1 us a call) for ``windows`` windows of a watched run: far less distortion
+    than cProfile, which times every Python call. The activation and gradient hooks
+    are closures; their work is timed through ``SiteAccumulator.add`` and
+    ``ParamAccumulator.on_grad``.
+    """
+    import importlib
+
+    totals: dict[str, list[float]] = {}
+    saved: list[tuple[Any, str, Any]] = []
+
+    def wrap(key: str, fn: Any) -> Any:
+        acc = totals.setdefault(key, [0.0, 0.0])
+
+        def timed(*a: Any, **k: Any) -> Any:
+            t = time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                acc[0] += time.thread_time() - t
+                acc[1] += 1
+
+        return timed
+
+    for mod_name, cls_name, meth in BREAKDOWN:
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+        saved.append((cls, meth, cls.__dict__[meth]))
+        setattr(cls, meth, wrap(f"{cls_name}.{meth}", cls.__dict__[meth]))
+    try:
+        torch.manual_seed(0)
+        model = w.build().to(device)
+        gen = torch.Generator(device="cpu").manual_seed(1)
+        data = [
+            (
+                torch.randn(w.batch, *w.input_shape, generator=gen).to(device),
+                torch.randint(0, 10, (w.batch,), generator=gen).to(device),
+            )
+            for _ in range(4)
+        ]
+        opt = torch.optim.SGD(model.parameters(), lr=w.lr, momentum=0.9)
+        mode = GradvitalsMode(model, opt, device, **watch_kw)
+        run_steps(mode, data, warmup, 0)
+        for v in totals.values():
+            v[0] = v[1] = 0.0
+        n = windows * int(watch_kw.get("every", WINDOW))
+        t0 = time.thread_time()
+        run_steps(mode, data, n, warmup)
+        elapsed = time.thread_time() - t0
+        mode.close()
+    finally:
+        for cls, meth, fn in saved:
+            setattr(cls, meth, fn)
+    own = sum(totals[f"Monitor.{m}"][0] for m in ENTRY_POINTS)
+    hooks = totals["SiteAccumulator.add"][0] + totals["ParamAccumulator.on_grad"][0]
+    lines = [
+        f"Inclusive thread CPU time of gradvitals' functions over {windows} windows ({n} "
+        f"steps) of `watch(model, opt"
+        + "".join(f", {k}={v}" for k, v in watch_kw.items())
+        + f")` on {w.name}, timing wrappers only (no profiler): the whole run took "
+        f"{1e3 * elapsed / n:.3f} ms/step; gradvitals' entry points "
+        f"({', '.join(ENTRY_POINTS)}) {1e3 * own / windows:.2f} ms per window, plus "
+        f"{1e3 * hooks / windows:.2f} ms in the activation and gradient hooks "
+        f"(`SiteAccumulator.add`, `ParamAccumulator.on_grad`).",
+        "",
+        "| function | calls / window | ms / window (inclusive) | µs / call |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, (secs, calls) in sorted(totals.items(), key=lambda kv: -kv[1][0]):
+        if calls:
+            lines.append(
+                f"| `{key}` | {calls / windows:.1f} | {1e3 * secs / windows:.3f} "
+                f"| {1e6 * secs / calls:.1f} |"
+            )
+    data_out = {
+        "windows": windows,
+        "steps": n,
+        "ms_per_step": 1e3 * elapsed / n,
+        "entry_points_ms_per_window": 1e3 * own / windows,
+        "hooks_ms_per_window": 1e3 * hooks / windows,
+        "functions": {k: {"seconds": v[0], "calls": v[1]} for k, v in totals.items()},
+    }
+    return "\n".join(lines), data_out
+
+
+def profile_gradvitals(
+    w: Workload, device: str, windows: int, warmup: int, top: int, **watch_kw: Any
+) -> str:
+    """cProfile (on the thread's CPU clock) of ``windows`` windows of a watched run.
+
+    Returns a markdown table of gradvitals' own functions: calls per window, own time
+    (``tottime``) and time including callees (``cumtime``) per window, in ms. cProfile
+    slows Python code down, so the absolute numbers are inflated; the shares are what
+    to read (the unprofiled cost per window is in the overhead table).
+    """
+    import cProfile
+    import pstats
+
+    torch.manual_seed(0)
+    model = w.build().to(device)
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    data = [
+        (
+            torch.randn(w.batch, *w.input_shape, generator=gen).to(device),
+            torch.randint(0, 10, (w.batch,), generator=gen).to(device),
+        )
+        for _ in range(4)
+    ]
+    every = int(watch_kw.get("every", WINDOW))
+    n = windows * every
+    totals = {}
+    for watched in (False, True):
+        m = copy.deepcopy(model)
+        opt = torch.optim.SGD(m.parameters(), lr=w.lr, momentum=0.9)
+        mode = GradvitalsMode(m, opt, device, **watch_kw) if watched else Mode(m, opt, device)
+        run_steps(mode, data, warmup, 0)
+        prof = cProfile.Profile(time.thread_time)
+        prof.enable()
+        run_steps(mode, data, n, warmup)
+        prof.disable()
+        mode.close()
+        st = pstats.Stats(prof)
+        totals[watched] = st.total_tt  # type: ignore[attr-defined]
+    total = totals[True]
+    rows = []
+    for (file, line, fn), (_cc, nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        if "gradvitals" not in file.replace("\\", "/"):
+            continue
+        short = file.replace("\\", "/").split("gradvitals/", 1)[-1]
+        rows.append((ct, tt, nc, f"{short}:{line} {fn}"))
+    rows.sort(reverse=True)
+    lines = [
+        f"cProfile of {windows} windows ({n} steps) of `watch(model, opt"
+        + "".join(f", {k}={v}" for k, v in watch_kw.items())
+        + f")` on {w.name}, thread CPU clock, under the profiler: {1e3 * total / n:.3f} "
+        f"ms/step watched, {1e3 * totals[False] / n:.3f} unwatched: "
+        f"{1e3 * (total - totals[False]) / windows:.2f} ms more per window.",
+        "",
+        "| function | calls / window | own ms / window | with callees ms / window |",
+        "|---|---:|---:|---:|",
+    ]
+    for ct, tt, nc, name in rows[:top]:
+        lines.append(
+            f"| `{name}` | {nc / windows:.1f} | {1e3 * tt / windows:.3f} "
+            f"| {1e3 * ct / windows:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 # -- reporting ---------------------------------------------------------------------------------
+def loadavg() -> float | None:
+    """The 1-minute load average (None where ``/proc/loadavg`` does not exist)."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def environment(device: str) -> dict[str, Any]:
     env: dict[str, Any] = {
         "python": platform.python_version(),
@@ -423,18 +705,26 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def table(results: dict[str, dict[str, Any]], cuda: bool) -> str:
-    head = "| model | mode | ms/step | ratio (median) | IQR | min–max |"
-    sep = "|---|---|---:|---:|---|---|"
+    first = "GPU" if cuda else "CPU"
+    head = (
+        f"| model | mode | {first} ms/step | **{first} total ratio** | per-repeat median (IQR) "
+        f"| per-repeat min–max | wall ms/step | wall total ratio | wall min–max | attach ms |"
+    )
+    sep = "|---|---|---:|---:|---|---|---:|---:|---|---:|"
     if cuda:
         head += " host syncs/step |"
         sep += "---:|"
     lines = [head, sep]
+    key = "cuda" if cuda else "thread"
     for wname, modes in results.items():
         for name, s in modes.items():
+            p, wl = s["clocks"][key], s["clocks"]["wall"]
             row = (
-                f"| {wname} | {name} | {s['ms_median']:.3f} | {s['ratio_median']:.3f} "
-                f"| {s['ratio_q1']:.3f}–{s['ratio_q3']:.3f} "
-                f"| {s['ratio_min']:.3f}–{s['ratio_max']:.3f} |"
+                f"| {wname} | {name} | {p['ms_per_step']:.3f} | **{p['ratio_total']:.3f}** "
+                f"| {p['ratio_median']:.3f} ({p['ratio_q1']:.3f}–{p['ratio_q3']:.3f}) "
+                f"| {p['ratio_min']:.3f}–{p['ratio_max']:.3f} "
+                f"| {wl['ms_per_step']:.3f} | {wl['ratio_total']:.3f} "
+                f"| {wl['ratio_min']:.3f}–{wl['ratio_max']:.3f} | {s['setup_ms'][key]:.1f} |"
             )
             if cuda:
                 row += f" {s['syncs_per_step']:.2f} |"
@@ -456,27 +746,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="torch CPU threads (default: 1 on CPU, torch's default on CUDA; 0: torch's default)",
     )
     p.add_argument(
-        "--clock",
-        choices=("thread", "wall"),
-        help="CPU timer: thread CPU time (default with 1 thread) or wall time",
+        "--only",
+        help="comma-separated workload name prefixes to run (e.g. 'mlp'); default all",
+    )
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="WINDOWS",
+        help="also cProfile this many windows of gradvitals at defaults and every step "
+        "on the first workload",
     )
     p.add_argument("--out", help="directory for overhead.json")
     a = p.parse_args(argv)
     cuda = a.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         p.error("--device cuda, but torch.cuda.is_available() is False")
-    defaults = (20, 2, 40) if a.smoke else ((100, 5, 100) if cuda else (100, 7, 80))
+    defaults = (20, 2, 40) if a.smoke else ((100, 5, 100) if cuda else (100, 10, 80))
     a.steps = a.steps or defaults[0]
     a.repeats = a.repeats or defaults[1]
     a.warmup = a.warmup or defaults[2]
     if a.threads is None:
         a.threads = 0 if cuda else 1
-    if cuda:
-        a.clock = "cuda-events"
-    elif a.clock is None:
-        a.clock = "thread" if a.threads == 1 else "wall"
-    elif a.clock == "thread" and a.threads != 1:
-        p.error("--clock thread needs --threads 1 (other threads' work would not be counted)")
+    if not cuda and a.threads != 1:
+        print(
+            "note: with more than one torch thread the thread CPU clock misses the other "
+            "threads' work; read the wall-clock columns",
+            file=sys.stderr,
+        )
     if a.steps % WINDOW:
         p.error(f"--steps must be a multiple of {WINDOW} (one gradvitals window)")
     return a
@@ -488,29 +785,54 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     factories, notes = mode_factories(args.smoke)
     t0 = time.perf_counter()
+    load_before = loadavg()
     results: dict[str, dict[str, Any]] = {}
-    for w in workloads(args.device, args.full, args.smoke):
+    chosen = workloads(args.device, args.full, args.smoke)
+    if args.only:
+        prefixes = tuple(s.strip() for s in args.only.split(","))
+        chosen = [w for w in chosen if w.name.startswith(prefixes)]
+    for w in chosen:
         t = time.perf_counter()
         results[w.name] = bench_workload(
-            w, factories, args.device, args.steps, args.repeats, args.warmup, args.clock
+            w, factories, args.device, args.steps, args.repeats, args.warmup
         )
         print(f"[{w.name}: {time.perf_counter() - t:.1f} s]", file=sys.stderr)
     wall = time.perf_counter() - t0
+    load_after = loadavg()
     env = environment(args.device)
+    env["loadavg_before"], env["loadavg_after"] = load_before, load_after
     cuda = args.device.startswith("cuda")
-    print(f"## Overhead: watched / unwatched step time ({args.device})")
+    primary = "CUDA events" if cuda else "thread CPU time"
+    print(f"## Overhead: watched / unwatched total step time ({args.device})")
     print()
     print(
-        f"{args.repeats} interleaved repeats of {args.steps} steps per mode after {args.warmup} "
-        f"warm-up steps; ratio = mode / none within a repeat; clock: {args.clock}. "
-        f"torch {env['torch']}, {env.get('gpu') or env.get('Model name', '?')}, "
-        f"{env['threads']} thread(s). Wall time {wall:.0f} s."
+        f"{args.repeats} interleaved repeats; in each, every mode's block of {args.steps} "
+        f"steps is timed next to a block of its unwatched twin; total ratio = sum of the "
+        f"mode's block times / sum of the twin's (every step, window closes "
+        f"included). Clocks: {primary} and wall. {args.warmup} untimed warm-up steps per "
+        f"mode. torch {env['torch']}, {env.get('gpu') or env.get('Model name', '?')}, "
+        f"{env['threads']} thread(s), load average {load_before} before, {load_after} "
+        f"after. Wall time {wall:.0f} s."
     )
     print()
     print(table(results, cuda))
     print()
     for tool, note in notes.items():
         print(f"- {tool}: {note}")
+    profiles: dict[str, Any] = {}
+    if args.profile and chosen:
+        w = chosen[0]
+        for label, kw in (("defaults", {}), ("every step", {"every": 1, "samples": 1})):
+            windows = args.profile * WINDOW // int(kw.get("every", WINDOW))
+            text, data = breakdown_gradvitals(w, args.device, windows, args.warmup, **kw)
+            prof = profile_gradvitals(w, args.device, windows, args.warmup, 25, **kw)
+            profiles[label] = {"breakdown": data, "breakdown_table": text, "cprofile": prof}
+            print()
+            print(f"### Where the time goes, {label}")
+            print()
+            print(text)
+            print()
+            print(prof)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -520,6 +842,7 @@ def main(argv: list[str] | None = None) -> int:
             "notes": notes,
             "wall_seconds": wall,
             "results": results,
+            "profiles": profiles,
         }
         (out / "overhead.json").write_text(json.dumps(payload, indent=1))
         print(f"\nWrote {out / 'overhead.json'}")

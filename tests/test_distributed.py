@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.util
-import json
 import logging
-import os
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -20,11 +17,11 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import gradvitals
+from _ranks import finish_rank, run_ranks
 from conftest import THREADS, seeded  # imported in the spawned ranks too: same seeds, threads
 from gradvitals.errors import UsageError
 from gradvitals.stats import Layout, Reduce
@@ -183,36 +180,17 @@ def _worker(rank: int, store: str, out: str) -> None:
         except Exception:
             result[name] = {"error": traceback.format_exc()}
         result[name]["logged"] = len(records)
-    dist.destroy_process_group()
-    Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+    finish_rank(out, rank, result)
 
 
 # -- the spawn, once per module ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     out = tmp_path_factory.mktemp("dist")
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     # a file rendezvous: no free port to pick and then lose to another process before
-    # rank 0 binds it (a rank once aborted with SIGABRT while other suites ran alongside)
-    ctx = mp.start_processes(
-        _worker,
-        args=(str(out / "rendezvous"), str(out)),
-        nprocs=WORLD,
-        join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + TIMEOUT_S
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"the {WORLD} ranks did not finish within {TIMEOUT_S} s")
-    results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    # rank 0 binds it
+    results = run_ranks(_worker, WORLD, (str(out / "rendezvous"), str(out)), out, TIMEOUT_S)
     results[0]["log_dir"] = str(out)
-    for r, res in enumerate(results):
-        for name, v in res.items():
-            if isinstance(v, dict) and "error" in v:
-                pytest.fail(f"rank {r}, scenario {name}:\n{v['error']}")
     return results
 
 

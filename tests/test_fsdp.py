@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import logging
 import os
 import socket
-import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -34,11 +32,11 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.nn import functional as F
 
 import gradvitals
+from _ranks import finish_rank, run_ranks
 from gradvitals.errors import UsageError
 
 pytestmark = pytest.mark.slow
@@ -322,8 +320,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         result["refusals"] = _refusals(mesh4)
     except Exception:
         result["refusals"] = {"error": traceback.format_exc()}
-    dist.destroy_process_group()
-    Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+    finish_rank(out, rank, result)
 
 
 # -- the spawns, once per module -------------------------------------------------------
@@ -334,22 +331,7 @@ def _free_port() -> int:
 
 
 def _spawn(worker: Callable[..., None], nprocs: int, out: Path) -> list[dict[str, Any]]:
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    ctx = mp.start_processes(
-        worker, args=(_free_port(), str(out)), nprocs=nprocs, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + TIMEOUT_S
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"the {nprocs} ranks did not finish within {TIMEOUT_S} s")
-    results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(nprocs)]
-    for r, res in enumerate(results):
-        for name, v in res.items():
-            if isinstance(v, dict) and "error" in v:
-                pytest.fail(f"rank {r}, scenario {name}:\n{v['error']}")
-    return results
+    return run_ranks(worker, nprocs, (_free_port(), str(out)), out, TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
@@ -573,7 +555,7 @@ def _lightning_worker(rank: int, port: int, out: str) -> None:
         result["sharded"] = all(hasattr(p, "to_local") for p in vitals.monitor.model.parameters())
     except Exception:
         result = {"error": traceback.format_exc()}
-    Path(out, f"rank{rank}.json").write_text(json.dumps({"lightning": result}))
+    finish_rank(out, rank, {"lightning": result})
 
 
 @pytest.fixture(scope="module")

@@ -482,3 +482,24 @@ def test_loss_graph_keeps_the_loss_own_ops() -> None:
     ops = [o.removesuffix("Backward0") for o in g["ops"]]
     assert ops[:2] == ["NllLoss", "LogSoftmax"] and len(g["layers"]) == 1
     assert "Relu" not in ops  # the model's hidden layers are not the loss's
+
+
+@pytest.mark.parametrize(
+    ("batch", "bad"),
+    [
+        (torch.full((64, 64), 60000.0, dtype=torch.float16), False),  # its fp16 sum overflows
+        (torch.full((64, 64), 3e38), False),  # near float32's largest, still finite
+        (torch.tensor([[float("inf"), float("-inf")]]), True),  # +inf and -inf: NaN, bad
+        (torch.tensor([[1.0, float("nan")]], dtype=torch.bfloat16), True),
+    ],
+    ids=["fp16-large", "fp32-large", "inf-cancel", "bf16-nan"],
+)
+def test_the_per_step_input_check_is_exact_for_finite_batches(
+    batch: torch.Tensor, bad: bool
+) -> None:
+    from gradvitals.torch._batch import BatchAccumulator
+
+    acc = BatchAccumulator()
+    acc.add_input(batch, step=0, sampled=False)
+    forwards, n_bad = acc.pack(torch.device("cpu"))[:2].tolist()
+    assert (forwards, n_bad) == (1.0, float(bad))

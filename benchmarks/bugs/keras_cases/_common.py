@@ -1,5 +1,9 @@
 """Shared plumbing of the Keras cases: seeding, an exact-step ``fit`` and the outcome.
 
+A case builds and compiles its model (where its bug usually is) and hands it to
+:func:`fit_and_score`, which attaches the runner's callback, trains for the case's
+steps and measures the :class:`~bugs._case.Outcome`.
+
 Importing this module does not import keras; every function imports it when called.
 
 >>> import numpy as np
@@ -19,7 +23,16 @@ import numpy as np
 from bugs import _data
 from bugs._case import Outcome
 
-__all__ = ["fit_steps", "keras_outcome", "metric_value", "probe", "seed_keras"]
+__all__ = [
+    "compile_logits",
+    "fit",
+    "fit_and_score",
+    "fit_steps",
+    "keras_outcome",
+    "metric_value",
+    "probe",
+    "seed_keras",
+]
 
 
 def seed_keras(seed: int) -> Any:
@@ -34,6 +47,16 @@ def seed_keras(seed: int) -> Any:
 def probe(x: np.ndarray, y: np.ndarray, n: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """The first ``n`` training examples: what ``VitalsCallback`` measures on."""
     return x[:n], y[:n]
+
+
+def compile_logits(model: Any, optimizer: Any) -> None:
+    """Compile a classifier whose last layer outputs logits: ``optimizer`` and sparse
+    categorical cross-entropy with ``from_logits=True``."""
+    import keras
+
+    model.compile(
+        optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
 
 
 def fit_steps(
@@ -93,3 +116,30 @@ def keras_outcome(
         nonfinite=not math.isfinite(loss) or not weights_finite or not math.isfinite(value),
         steps=steps,
     )
+
+
+def fit(
+    model: Any, x: np.ndarray, y: np.ndarray, watch: Any, *, steps: int, seed: int, batch: int = 32
+) -> list[float]:
+    """:func:`fit_steps` with the runner's callback (``watch``, none when it is ``None``)
+    measuring on :func:`probe` of the training data."""
+    callbacks = watch(probe(x, y)) if watch else []
+    return fit_steps(model, x, y, batch=batch, steps=steps, seed=seed, callbacks=callbacks)
+
+
+def fit_and_score(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    metric: str,
+    watch: Any,
+    *,
+    steps: int,
+    seed: int,
+    batch: int = 32,
+) -> Outcome:
+    """:func:`fit` on ``(x, y)``, then :func:`keras_outcome` on ``(x_test, y_test)``."""
+    losses = fit(model, x, y, watch, steps=steps, seed=seed, batch=batch)
+    return keras_outcome(model, losses, x_test, y_test, metric, steps=steps)

@@ -36,7 +36,7 @@ import numpy as np
 from bugs import _data
 from bugs._case import BugCase, Outcome
 from bugs._registry import register
-from bugs.keras_cases._common import fit_steps, keras_outcome, probe, seed_keras
+from bugs.keras_cases._common import compile_logits, fit_and_score, seed_keras
 from gradvitals.findings import Cause, FailureMode
 
 
@@ -60,13 +60,8 @@ def run_nan_features(variant: str, watch: Any, steps: int, seed: int) -> Outcome
     if variant == "fixed":  # the fix from the issue: replace NaN features by 0
         x[np.isnan(x)] = 0.0
     model = _classifier(keras, 64, 10)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    callbacks = watch(probe(x, y)) if watch else []
-    losses = fit_steps(model, x, y, batch=32, steps=steps, seed=seed, callbacks=callbacks)
-    return keras_outcome(model, losses, x_test, y_test, "accuracy", steps=steps)
+    compile_logits(model, keras.optimizers.Adam(1e-3))
+    return fit_and_score(model, x, y, x_test, y_test, "accuracy", watch, steps=steps, seed=seed)
 
 
 def run_zero_std(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
@@ -78,13 +73,8 @@ def run_zero_std(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
     with np.errstate(divide="ignore", invalid="ignore"):
         x, x_test = (x - mean) / std, (x_test - mean) / std
     model = _classifier(keras, 64, 10)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    callbacks = watch(probe(x, y)) if watch else []
-    losses = fit_steps(model, x, y, batch=32, steps=steps, seed=seed, callbacks=callbacks)
-    return keras_outcome(model, losses, x_test, y_test, "accuracy", steps=steps)
+    compile_logits(model, keras.optimizers.Adam(1e-3))
+    return fit_and_score(model, x, y, x_test, y_test, "accuracy", watch, steps=steps, seed=seed)
 
 
 def run_unscaled_inputs(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
@@ -92,13 +82,8 @@ def run_unscaled_inputs(variant: str, watch: Any, steps: int, seed: int) -> Outc
     keras = seed_keras(seed)
     x, y, x_test, y_test = _data.breast_cancer(seed, standardize=variant == "fixed")
     model = _classifier(keras, 30, 2, hidden=64)
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    callbacks = watch(probe(x, y)) if watch else []
-    losses = fit_steps(model, x, y, batch=32, steps=steps, seed=seed, callbacks=callbacks)
-    return keras_outcome(model, losses, x_test, y_test, "accuracy", steps=steps)
+    compile_logits(model, keras.optimizers.SGD(0.01, momentum=0.9))
+    return fit_and_score(model, x, y, x_test, y_test, "accuracy", watch, steps=steps, seed=seed)
 
 
 register(
@@ -173,9 +158,9 @@ def run_linear_unscaled_x(variant: str, watch: Any, steps: int, seed: int) -> Ou
     x_test = x + rng.uniform(-0.5, 0.5, size=x.shape).astype("float32") * float(x[1, 0] - x[0, 0])
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, name="line")])
     model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
-    callbacks = watch(probe(x, y)) if watch else []
-    losses = fit_steps(model, x, y, batch=100, steps=steps, seed=seed, callbacks=callbacks)
-    return keras_outcome(model, losses, x_test, 0.1 * x_test + 0.3, "r2", steps=steps)
+    return fit_and_score(
+        model, x, y, x_test, 0.1 * x_test + 0.3, "r2", watch, steps=steps, seed=seed, batch=100
+    )
 
 
 register(

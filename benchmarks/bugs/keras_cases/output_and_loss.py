@@ -35,7 +35,7 @@ import numpy as np
 from bugs import _data
 from bugs._case import BugCase, Outcome
 from bugs._registry import register
-from bugs.keras_cases._common import fit_steps, keras_outcome, probe, seed_keras
+from bugs.keras_cases._common import fit, fit_and_score, keras_outcome, metric_value, seed_keras
 from gradvitals.findings import Cause, FailureMode
 
 
@@ -54,9 +54,7 @@ def run_softmax_one_unit(variant: str, watch: Any, steps: int, seed: int) -> Out
         ]
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
-    callbacks = watch(probe(x, y2)) if watch else []
-    losses = fit_steps(model, x, y2, batch=32, steps=steps, seed=seed, callbacks=callbacks)
-    return keras_outcome(model, losses, x_test, y_test2, "accuracy", steps=steps)
+    return fit_and_score(model, x, y2, x_test, y_test2, "accuracy", watch, steps=steps, seed=seed)
 
 
 def run_sigmoid_targets_out_of_range(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
@@ -76,11 +74,9 @@ def run_sigmoid_targets_out_of_range(variant: str, watch: Any, steps: int, seed:
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
     y, y_test = y.astype("float32")[:, None], y_test.astype("float32")[:, None]
-    callbacks = watch(probe(x, y)) if watch else []
-    losses = fit_steps(model, x, y, batch=32, steps=steps, seed=seed, callbacks=callbacks)
     # accuracy against the task's truth, whatever the labels: 1 means "digit 1"
     truth = (y_test.reshape(-1) == 1).astype(np.int64)
-    return keras_outcome(model, losses, x_test, truth, "accuracy", steps=steps)
+    return fit_and_score(model, x, y, x_test, truth, "accuracy", watch, steps=steps, seed=seed)
 
 
 def run_sigmoid_regression_output(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
@@ -100,12 +96,9 @@ def run_sigmoid_regression_output(variant: str, watch: Any, steps: int, seed: in
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     target = target.astype("float32")[:, None]
-    callbacks = watch(probe(x, target)) if watch else []
-    losses = fit_steps(model, x, target, batch=32, steps=steps, seed=seed, callbacks=callbacks)
+    losses = fit(model, x, target, watch, steps=steps, seed=seed)
     o = keras_outcome(model, losses, x_test, y_test, "r2", steps=steps)
     if variant == "fixed":  # score the un-normalized predictions on the original scale
-        from bugs.keras_cases._common import metric_value
-
         pred = model.predict(x_test, verbose=0) * (hi - lo) + lo
         o = Outcome(o.final_loss, metric_value(pred, y_test, "r2"), "r2", o.nonfinite, steps)
     return o
@@ -135,9 +128,7 @@ def run_focal_log_zero(variant: str, watch: Any, steps: int, seed: int) -> Outco
         ]
     )
     model.compile(optimizer=keras.optimizers.Adam(0.1), loss=focal_loss)
-    callbacks = watch(probe(x, y2)) if watch else []
-    losses = fit_steps(model, x, y2, batch=32, steps=steps, seed=seed, callbacks=callbacks)
-    return keras_outcome(model, losses, x_test, y_test, "accuracy", steps=steps)
+    return fit_and_score(model, x, y2, x_test, y_test, "accuracy", watch, steps=steps, seed=seed)
 
 
 register(

@@ -28,7 +28,7 @@ import numpy as np
 from bugs import _data
 from bugs._case import BugCase, Outcome
 from bugs._registry import register
-from bugs.keras_cases._common import fit_steps, keras_outcome, probe, seed_keras
+from bugs.keras_cases._common import compile_logits, fit_and_score, seed_keras
 from gradvitals.findings import Cause, FailureMode
 
 
@@ -41,9 +41,9 @@ def run_linreg_lr(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, name="line")])
     lr = 1e-3 if variant == "buggy" else 1e-5
     model.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
-    callbacks = watch(probe(x, y)) if watch else []
-    losses = fit_steps(model, x, y, batch=1, steps=steps, seed=seed, callbacks=callbacks)
-    return keras_outcome(model, losses, x_test, 2.0 * x_test, "r2", steps=steps)
+    return fit_and_score(
+        model, x, y, x_test, 2.0 * x_test, "r2", watch, steps=steps, seed=seed, batch=1
+    )
 
 
 def run_float16_epsilon(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
@@ -62,13 +62,8 @@ def run_float16_epsilon(variant: str, watch: Any, steps: int, seed: int) -> Outc
             ]
         )
         eps = 1e-7 if variant == "buggy" else 1e-4  # the fix: an epsilon float16 can hold
-        model.compile(
-            optimizer=keras.optimizers.Adam(1e-3, epsilon=eps),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
-        callbacks = watch(probe(x, y)) if watch else []
-        losses = fit_steps(model, x, y, batch=32, steps=steps, seed=seed, callbacks=callbacks)
-        return keras_outcome(model, losses, x_test, y_test, "accuracy", steps=steps)
+        compile_logits(model, keras.optimizers.Adam(1e-3, epsilon=eps))
+        return fit_and_score(model, x, y, x_test, y_test, "accuracy", watch, steps=steps, seed=seed)
     finally:
         keras.config.set_floatx(previous)
 
@@ -86,13 +81,8 @@ def run_deep_sigmoid(variant: str, watch: Any, steps: int, seed: int) -> Outcome
         )
     layers.append(keras.layers.Dense(10, name="logits"))
     model = keras.Sequential(layers)
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.01),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    callbacks = watch(probe(x, y)) if watch else []
-    losses = fit_steps(model, x, y, batch=32, steps=steps, seed=seed, callbacks=callbacks)
-    return keras_outcome(model, losses, x_test, y_test, "accuracy", steps=steps)
+    compile_logits(model, keras.optimizers.SGD(0.01))
+    return fit_and_score(model, x, y, x_test, y_test, "accuracy", watch, steps=steps, seed=seed)
 
 
 register(

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bugs import _data
-from bugs._case import NULL_TAP, BugCase, Outcome
+from bugs._case import BugCase, Outcome
 from bugs._registry import register
-from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all
+from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all, train
 from gradvitals.findings import Cause, FailureMode
 
 
@@ -34,16 +34,7 @@ def run_zero_init(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
                 nn.init.constant_(m.bias, 0.0)
     x, y, x_test, y_test = as_tensors(*_data.digits(seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    tap = watch(model, optimizer) if watch else NULL_TAP
-    losses = []
-    for idx in _data.batch_indices(len(x), 32, steps=steps, seed=seed):
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tap.observe(loss)
-        losses.append(loss.item())
-    tap.close()
+    losses = train(model, optimizer, x, y, F.cross_entropy, watch, steps=steps, seed=seed)
     return outcome(losses, model, x_test, y_test, "accuracy", steps=steps)
 
 

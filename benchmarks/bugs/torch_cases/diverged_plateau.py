@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from bugs import _data
 from bugs._case import NULL_TAP, BugCase, Outcome
 from bugs._registry import register
-from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all
+from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all, train
 from gradvitals.findings import Cause, FailureMode
 
 
@@ -96,16 +96,7 @@ def run_spike_no_recovery(variant: str, watch: Any, steps: int, seed: int) -> Ou
     model = mlp([64, 128, 128, 128, 10])
     lr = 0.05 if variant == "buggy" else 0.005
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    tap = watch(model, optimizer) if watch else NULL_TAP
-    losses = []
-    for idx in _data.batch_indices(len(x), 32, steps=steps, seed=seed):
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tap.observe(loss)
-        losses.append(loss.item())
-    tap.close()
+    losses = train(model, optimizer, x, y, F.cross_entropy, watch, steps=steps, seed=seed)
     return outcome(losses, model, x_test, y_test, "accuracy", steps=steps)
 
 

@@ -35,7 +35,7 @@ from torch import nn
 from bugs import _data
 from bugs._case import NULL_TAP, BugCase, Outcome
 from bugs._registry import register
-from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all
+from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all, train
 from gradvitals.findings import Cause, FailureMode
 
 
@@ -50,17 +50,9 @@ def run_lr_warmup_nan(variant: str, watch: Any, steps: int, seed: int) -> Outcom
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.01 + 0.99 * min(1.0, s / warmup)
     )
-    tap = watch(model, optimizer, scheduler=scheduler) if watch else NULL_TAP
-    losses = []
-    for idx in _data.batch_indices(len(x), 32, steps=steps, seed=seed):
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        tap.observe(loss)
-        losses.append(loss.item())
-    tap.close()
+    losses = train(
+        model, optimizer, x, y, F.cross_entropy, watch, steps=steps, seed=seed, scheduler=scheduler
+    )
     return outcome(losses, model, x_test, y_test, "accuracy", steps=steps)
 
 
@@ -101,6 +93,12 @@ def run_lstm_clip(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
     return outcome(losses, model, x_test, y_test, "r2", steps=steps)
 
 
+def quadratic_cost(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The book's cost: half the squared distance to the one-hot labels, batch mean."""
+    target = F.one_hot(labels, 10).float()
+    return 0.5 * ((out - target) ** 2).sum(1).mean()
+
+
 def run_relu_swap_large_init(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
     steps = steps or 2000
     seed_all(seed)
@@ -113,17 +111,7 @@ def run_relu_swap_large_init(variant: str, watch: Any, steps: int, seed: int) ->
             nn.init.normal_(m.bias, 0.0, scale)
     lr = 3.0 if variant == "buggy" else 0.01  # ... and a learning rate of 0.01
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    tap = watch(model, optimizer) if watch else NULL_TAP
-    losses = []
-    for idx in _data.batch_indices(len(x), 10, steps=steps, seed=seed):
-        target = F.one_hot(y[idx], 10).float()
-        loss = 0.5 * ((model(x[idx]) - target) ** 2).sum(1).mean()  # quadratic cost
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tap.observe(loss)
-        losses.append(loss.item())
-    tap.close()
+    losses = train(model, optimizer, x, y, quadratic_cost, watch, steps=steps, seed=seed, batch=10)
     return outcome(losses, model, x_test, y_test, "accuracy", steps=steps)
 
 
@@ -134,16 +122,7 @@ def run_lr_dying_relu(variant: str, watch: Any, steps: int, seed: int) -> Outcom
     model = mlp([64, 64, 64, 64, 64, 10])
     lr = 0.5 if variant == "buggy" else 0.05
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    tap = watch(model, optimizer) if watch else NULL_TAP
-    losses = []
-    for idx in _data.batch_indices(len(x), 32, steps=steps, seed=seed):
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tap.observe(loss)
-        losses.append(loss.item())
-    tap.close()
+    losses = train(model, optimizer, x, y, F.cross_entropy, watch, steps=steps, seed=seed)
     return outcome(losses, model, x_test, y_test, "accuracy", steps=steps)
 
 

@@ -28,7 +28,7 @@ from torch import nn
 from bugs import _data
 from bugs._case import NULL_TAP, BugCase, Outcome
 from bugs._registry import register
-from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all
+from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all, train
 from gradvitals.findings import Cause, FailureMode
 
 
@@ -82,16 +82,7 @@ def run_optimizer_stale_model(variant: str, watch: Any, steps: int, seed: int) -
         rnn = RNNClassifier()  # instantiated again: the optimizer holds the old one
     else:  # the fix: build the optimizer from the instance that is trained
         optimizer = torch.optim.Adam(rnn.parameters(), lr=3e-3)
-    tap = watch(rnn, optimizer) if watch else NULL_TAP
-    losses = []
-    for idx in _data.batch_indices(len(x), 32, steps=steps, seed=seed):
-        loss = F.cross_entropy(rnn(x[idx]), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tap.observe(loss)
-        losses.append(loss.item())
-    tap.close()
+    losses = train(rnn, optimizer, x, y, F.cross_entropy, watch, steps=steps, seed=seed)
     return outcome(losses, rnn, x_test, y_test, "accuracy", steps=steps)
 
 

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from bugs import _data
-from bugs._case import NULL_TAP, BugCase, Outcome
+from bugs._case import BugCase, Outcome
 from bugs._registry import register
-from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all
+from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all, train
 from gradvitals.findings import Cause, FailureMode
 
 
@@ -42,17 +42,13 @@ def run_nan_inputs(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
 
     model = mlp([64, 128, 10])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    tap = watch(model, optimizer) if watch else NULL_TAP
-    losses = []
-    for idx in _data.batch_indices(len(x), 32, steps=steps, seed=seed):
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tap.observe(loss)
-        losses.append(loss.item())
-    tap.close()
+    losses = train(model, optimizer, x, y, F.cross_entropy, watch, steps=steps, seed=seed)
     return outcome(losses, model, x_test, y_test, "accuracy", steps=steps)
+
+
+def mse_of_column(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of a one-column output against a vector of targets."""
+    return F.mse_loss(out.squeeze(1), target)
 
 
 def run_nan_targets(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
@@ -68,16 +64,7 @@ def run_nan_targets(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
 
     model = mlp([10, 64, 1])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    tap = watch(model, optimizer) if watch else NULL_TAP
-    losses = []
-    for idx in _data.batch_indices(len(x), 32, steps=steps, seed=seed):
-        loss = F.mse_loss(model(x[idx]).squeeze(1), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tap.observe(loss)
-        losses.append(loss.item())
-    tap.close()
+    losses = train(model, optimizer, x, y, mse_of_column, watch, steps=steps, seed=seed)
     return outcome(losses, model, x_test, y_test, "r2", steps=steps)
 
 

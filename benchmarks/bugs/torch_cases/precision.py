@@ -17,10 +17,15 @@ import torch
 import torch.nn.functional as F
 
 from bugs import _data
-from bugs._case import NULL_TAP, BugCase, Outcome
+from bugs._case import BugCase, Outcome
 from bugs._registry import register
-from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all
+from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all, train
 from gradvitals.findings import Cause, FailureMode
+
+
+def cross_entropy_fp32(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of float16 logits, computed in float32."""
+    return F.cross_entropy(logits.float(), labels)
 
 
 def run_fp16_adam_eps(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
@@ -31,16 +36,7 @@ def run_fp16_adam_eps(variant: str, watch: Any, steps: int, seed: int) -> Outcom
     model = mlp([64, 128, 10]).half()
     eps = 1e-8 if variant == "buggy" else 1e-4  # the fix: an eps float16 can represent
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=eps)
-    tap = watch(model, optimizer) if watch else NULL_TAP
-    losses = []
-    for idx in _data.batch_indices(len(x), 32, steps=steps, seed=seed):
-        loss = F.cross_entropy(model(x[idx]).float(), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tap.observe(loss)
-        losses.append(loss.item())
-    tap.close()
+    losses = train(model, optimizer, x, y, cross_entropy_fp32, watch, steps=steps, seed=seed)
     return outcome(losses, model, x_test, y_test, "accuracy", steps=steps)
 
 

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bugs import _data
-from bugs._case import NULL_TAP, BugCase, Outcome
+from bugs._case import BugCase, Outcome
 from bugs._registry import register
-from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all
+from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all, train
 from gradvitals.findings import Cause, FailureMode
 
 
@@ -38,16 +38,7 @@ def run_deep_sigmoid(variant: str, watch: Any, steps: int, seed: int) -> Outcome
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
-    tap = watch(model, optimizer) if watch else NULL_TAP
-    losses = []
-    for idx in _data.batch_indices(len(x), 64, steps=steps, seed=seed):
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tap.observe(loss)
-        losses.append(loss.item())
-    tap.close()
+    losses = train(model, optimizer, x, y, F.cross_entropy, watch, steps=steps, seed=seed, batch=64)
     return outcome(losses, model, x_test, y_test, "accuracy", steps=steps)
 
 

@@ -10,14 +10,15 @@ data, Adam at 1e-3, full batch, 80% of the points for training.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from bugs._case import NULL_TAP, BugCase, Outcome
+from bugs._case import BugCase, Outcome
 from bugs._registry import register
-from bugs.torch_cases._common import mlp, outcome, seed_all
+from bugs.torch_cases._common import mlp, outcome, seed_all, train
 from gradvitals.findings import Cause, FailureMode
 
 
@@ -30,20 +31,14 @@ def run_cubic_unscaled(variant: str, watch: Any, steps: int, seed: int) -> Outco
         x = (x - x.mean()) / x.std()
         y = (y - y.mean()) / y.std()
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    train, test = perm[:3200], perm[3200:]
+    train_rows, test_rows = perm[:3200], perm[3200:]
     model = mlp([1, 50, 1])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    tap = watch(model, optimizer) if watch else NULL_TAP
-    losses = []
-    for _ in range(steps):
-        loss = F.mse_loss(model(x[train]), y[train])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tap.observe(loss)
-        losses.append(loss.item())
-    tap.close()
-    return outcome(losses, model, x[test], y[test], "r2", steps=steps)
+    full_batch = itertools.repeat(train_rows, steps)  # every step: the whole training set
+    losses = train(
+        model, optimizer, x, y, F.mse_loss, watch, steps=steps, seed=seed, batches=full_batch
+    )
+    return outcome(losses, model, x[test_rows], y[test_rows], "r2", steps=steps)
 
 
 register(

@@ -34,8 +34,18 @@ from torch import nn
 from bugs import _data
 from bugs._case import NULL_TAP, BugCase, Outcome
 from bugs._registry import register
-from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all
+from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all, train
 from gradvitals.findings import Cause, FailureMode
+
+
+def nll_of_log_softmax(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The reported loss: ``log`` of a softmax, which underflows to ``log(0) = -inf``."""
+    return F.nll_loss(torch.log(torch.softmax(logits, dim=1)), labels)
+
+
+def nll_of_fused_log_softmax(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The fix: the fused, stable ``log_softmax``."""
+    return F.nll_loss(F.log_softmax(logits, dim=1), labels)
 
 
 def run_log_of_softmax(variant: str, watch: Any, steps: int, seed: int) -> Outcome:
@@ -44,21 +54,8 @@ def run_log_of_softmax(variant: str, watch: Any, steps: int, seed: int) -> Outco
     x, y, x_test, y_test = as_tensors(*_data.breast_cancer(seed, standardize=False))
     model = mlp([30, 64, 2])
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    tap = watch(model, optimizer) if watch else NULL_TAP
-    losses = []
-    for idx in _data.batch_indices(len(x), 32, steps=steps, seed=seed):
-        logits = model(x[idx])
-        if variant == "buggy":
-            log_probs = torch.log(torch.softmax(logits, dim=1))
-        else:
-            log_probs = F.log_softmax(logits, dim=1)
-        loss = F.nll_loss(log_probs, y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tap.observe(loss)
-        losses.append(loss.item())
-    tap.close()
+    loss_fn = nll_of_log_softmax if variant == "buggy" else nll_of_fused_log_softmax
+    losses = train(model, optimizer, x, y, loss_fn, watch, steps=steps, seed=seed)
     return outcome(losses, model, x_test, y_test, "accuracy", steps=steps)
 
 
@@ -69,19 +66,13 @@ def run_bce_log_zero(variant: str, watch: Any, steps: int, seed: int) -> Outcome
     x, y, x_test, y_test = as_tensors(xtr, ytr.astype("float32"), xte, yte)
     model = mlp([30, 64, 1])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    tap = watch(model, optimizer) if watch else NULL_TAP
     eps = 1e-7 if variant == "fixed" else 0.0  # the fix: an epsilon inside the logs
-    losses = []
-    for idx in _data.batch_indices(len(x), 32, steps=steps, seed=seed):
-        p = torch.sigmoid(model(x[idx]).squeeze(1))
-        t = y[idx]
-        loss = -(t * torch.log(p + eps) + (1 - t) * torch.log(1 - p + eps)).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tap.observe(loss)
-        losses.append(loss.item())
-    tap.close()
+
+    def bce(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(out.squeeze(1))
+        return -(t * torch.log(p + eps) + (1 - t) * torch.log(1 - p + eps)).mean()
+
+    losses = train(model, optimizer, x, y, bce, watch, steps=steps, seed=seed)
     return outcome(losses, model, x_test, y_test, "accuracy", steps=steps)
 
 

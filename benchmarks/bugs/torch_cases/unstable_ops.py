@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bugs import _data
-from bugs._case import NULL_TAP, BugCase, Outcome
+from bugs._case import BugCase, Outcome
 from bugs._registry import register
-from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all
+from bugs.torch_cases._common import as_tensors, mlp, outcome, seed_all, train
 from gradvitals.findings import Cause, FailureMode
 
 
@@ -97,16 +97,7 @@ def _train_tokens(
 ) -> Outcome:
     x, y, x_test, y_test = tokens[:1000], labels[:1000], tokens[1000:], labels[1000:]
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    tap = watch(model, optimizer) if watch else NULL_TAP
-    losses = []
-    for idx in _data.batch_indices(len(x), 32, steps=steps, seed=seed):
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tap.observe(loss)
-        losses.append(loss.item())
-    tap.close()
+    losses = train(model, optimizer, x, y, F.cross_entropy, watch, steps=steps, seed=seed)
     return outcome(losses, model, x_test, y_test, "accuracy", steps=steps)
 
 
@@ -145,17 +136,12 @@ def run_sqrt_zero_norm(variant: str, watch: Any, steps: int, seed: int) -> Outco
     x, y, x_test, y_test = as_tensors(*_data.digits(seed))
     model = mlp([64, 64, 16])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    tap = watch(model, optimizer) if watch else NULL_TAP
-    losses = []
-    for idx in _data.batch_indices(len(x), 64, steps=steps, seed=seed):
-        dist = pairwise_distances(model(x[idx]), eps_inside_sqrt=variant == "fixed")
-        loss = batch_hard_triplet(dist, y[idx], margin=0.5)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        tap.observe(loss)
-        losses.append(loss.item())
-    tap.close()
+
+    def triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        dist = pairwise_distances(embeddings, eps_inside_sqrt=variant == "fixed")
+        return batch_hard_triplet(dist, labels, margin=0.5)
+
+    losses = train(model, optimizer, x, y, triplet_loss, watch, steps=steps, seed=seed, batch=64)
 
     def nearest_centroid(inputs: torch.Tensor) -> torch.Tensor:
         train = model(x)

@@ -399,7 +399,8 @@ class Monitor(SessionView):
             x = first_float_input(args, kwargs)
             if x is not None and _has_storage(x):
                 self._batch.add_input(x, self.step_count, sampled)
-            self._batch.add_targets(target_inputs(kwargs))  # labels= (Hugging Face)
+            if kwargs:
+                self._batch.add_targets(target_inputs(kwargs))  # labels= (Hugging Face)
             self._last_batch = (args, kwargs)  # references for a provenance replay
             if not sampled:
                 return
@@ -635,7 +636,9 @@ class Monitor(SessionView):
         if self._sampled_hooks and isinstance(loss, torch.Tensor):
             self.session.guard(self._read_loss_graph, "loss")(loss)
         try:
-            if isinstance(loss, torch.Tensor):
+            if isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.is_floating_point():
+                value = loss.detach()  # the common case; stacked and made float64 per window
+            elif isinstance(loss, torch.Tensor):
                 value = loss.detach()
                 if value.is_complex() or not (value.is_floating_point() or value.numel()):
                     value = value.abs() if value.is_complex() else value

@@ -141,6 +141,8 @@ def wandb_records(run_dir: Path) -> list[Any]:
         _, n, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if n == 0 and kind == 0:
             break
+        if pos + 7 + n > len(data):
+            break  # a record still being written (wandb's service flushes as it goes)
         chunk = data[pos + 7 : pos + 7 + n]
         pos += 7 + n
         parts = chunk if kind in (1, 2) else parts + chunk

@@ -234,9 +234,16 @@ def test_resnet18_at_100x_is_one_root_with_its_consequences_nested() -> None:
     live = run.monitor.findings
     assert [f.kind for f in live] == [F.EXPLODING_GRADIENT]
     kinds = [f.kind for f in walk(live)]
-    # what the cascade holds, not how many of each: the count of dead-unit findings
-    # follows the trajectory (7 findings on one CPU kernel path, 11 on another)
-    assert F.NONFINITE in kinds and F.DYING_RELU in kinds
+    # what the cascade holds, not how many of each: the trajectory differs between CPU
+    # kernel paths (11 findings and a NaN at step 150 on AVX-512, 7 and a NaN at 90 with
+    # ATEN_CPU_CAPABILITY=default, 8 and no NaN within 151 steps on AVX2)
+    assert F.DYING_RELU in kinds and len(kinds) >= 3
+    nan_seen = any(
+        (r.loss is not None and r.loss.n_nonfinite)
+        or any(lay.n_grad_nonfinite for lay in r.layers.values())
+        for r in run.monitor.history
+    )
+    assert (F.NONFINITE in kinds) == nan_seen  # a NaN, when it comes, is nested too
 
     # the same, replayed as Session.submit does: the suite, the "#k" site fix, then nest
     suite, roots, flat = DetectorSuite(), [], []

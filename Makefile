@@ -16,7 +16,7 @@ OLDEST_STAMP := $(OLDEST_VENV)/.installed
 OLDEST_TESTS := tests/test_keras.py tests/test_lightning.py tests/test_huggingface.py \
                 tests/test_detectors.py tests/test_monitor_api.py
 
-.PHONY: demo test lint typecheck pytest venv sysdeps docs dist test-oldest clean
+.PHONY: demo test lint typecheck pytest venv sysdeps docs dist test-oldest test-kernels clean
 
 $(STAMP): pyproject.toml $(DEV_REQS)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -62,6 +62,17 @@ $(OLDEST_STAMP): pyproject.toml requirements/oldest.txt
 
 # The framework tests against the oldest releases the extras admit (requirements/oldest.txt).
 # USE_TF=0: transformers before 5 would load its TensorFlow side, which refuses Keras 3.
+# The end-to-end (slow) tests again on two other CPU kernel paths: AVX2 (many AMD
+# machines) and the portable scalar default. A test that asserts one seeded trajectory
+# fails here instead of on a user's machine. x86-64 only; about 3 min on 2 cores.
+test-kernels: $(STAMP)
+	@if [ "$$(uname -m)" = x86_64 ]; then \
+	  for cap in avx2 default; do \
+	    echo "== ATEN_CPU_CAPABILITY=$$cap"; \
+	    ATEN_CPU_CAPABILITY=$$cap $(BIN)/pytest -q -m slow -p no:cacheprovider || exit 1; \
+	  done; \
+	else echo "test-kernels: not an x86-64 machine, nothing to do"; fi
+
 test-oldest: $(OLDEST_STAMP)
 	USE_TF=0 PYTHONPATH=src $(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider \
 	  -o addopts="-ra --strict-markers" $(OLDEST_TESTS)

@@ -24,6 +24,19 @@ def test_demo_writes_logs_and_reports_and_diagnoses(
         assert (tmp_path / case / "report.html").stat().st_size > 10_000
 
 
+def test_demo_leads_with_the_cause_and_keeps_a_snippet_aligned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the nonfinite case's loss is log(softmax(z)): the cause is the loss, not the lr
+    assert main(["demo", "nonfinite", "--log-dir", str(tmp_path), "--no-report"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("   step 0: nonfinite"))
+    assert lines[at + 1].startswith("     cause: unstable_loss (")
+    assert lines[at + 2].startswith("     -> ") and "log_softmax" in lines[at + 2]
+    # the remedy's later code lines are indented under the first, not at column 0
+    assert lines[at + 3].startswith("        loss = F.nll_loss")
+
+
 def test_unknown_demo_case_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "nope", "--log-dir", "x"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -140,6 +140,7 @@ def run_demo(
     """Run the demo cases; returns ``{case: monitor}``. Writes logs/reports under ``log_dir``."""
     from gradvitals._progress import Progress
     from gradvitals.errors import UsageError
+    from gradvitals.report import cause_text
 
     names = cases or list(CASES)
     for n in names:
@@ -166,8 +167,14 @@ def run_demo(
         for f in monitor.findings:
             where = f" in {f.layer}" if f.layer else ""
             out(f"   step {f.step}: {f.kind.value}{where}: {f.message}")
+            cause = cause_text(f)
+            if cause:
+                out(f"     {cause}")
             if f.remedies:
-                out(f"     -> {f.remedies[0].action}:  {f.remedies[0].code}")
+                first, *more = f.remedies[0].code.splitlines() or [""]
+                out(f"     -> {f.remedies[0].action}:  {first}")
+                for line in more:  # a multi-line snippet stays aligned under its first line
+                    out(f"        {line}")
     if root is not None:
         out(f"\nTensorBoard logs: tensorboard --logdir {root}")
         if report:

@@ -9,7 +9,8 @@ mlflow; the names below load their module on first use.
   ``gradvitals.watch(..., sinks=[...])`` (see ``docs/integrations.md``).
 - :func:`read_run` / :class:`RunData`: reads a gradvitals log back.
 - :func:`write_report`: writes the self-contained HTML report (``gradvitals report``).
-- :func:`format_finding` / :func:`summary_text`: plain-text lines for the console.
+- :func:`format_finding` / :func:`summary_text` / :func:`cause_text`: plain-text lines
+  for the console.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from gradvitals.report._console import format_finding as format_finding
 from gradvitals.report._console import summary_text as summary_text
+from gradvitals.report._summary import cause_text as cause_text
 
 if TYPE_CHECKING:
     from gradvitals.report._html import write_report as write_report
@@ -35,6 +37,7 @@ __all__ = [
     "RunData",
     "TensorBoardSink",
     "WandbSink",
+    "cause_text",
     "format_finding",
     "read_run",
     "summary_text",

@@ -60,8 +60,6 @@ $(OLDEST_STAMP): pyproject.toml requirements/oldest.txt
 	$(OLDEST_VENV)/bin/pip install -q -r requirements/oldest.txt
 	touch $(OLDEST_STAMP)
 
-# The framework tests against the oldest releases the extras admit (requirements/oldest.txt).
-# USE_TF=0: transformers before 5 would load its TensorFlow side, which refuses Keras 3.
 # The end-to-end (slow) tests again on two other CPU kernel paths: AVX2 (many AMD
 # machines) and the portable scalar default. A test that asserts one seeded trajectory
 # fails here instead of on a user's machine. x86-64 only; about 3 min on 2 cores.
@@ -73,6 +71,8 @@ test-kernels: $(STAMP)
 	  done; \
 	else echo "test-kernels: not an x86-64 machine, nothing to do"; fi
 
+# The framework tests against the oldest releases the extras admit (requirements/oldest.txt).
+# USE_TF=0: transformers before 5 would load its TensorFlow side, which refuses Keras 3.
 test-oldest: $(OLDEST_STAMP)
 	USE_TF=0 PYTHONPATH=src $(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider \
 	  -o addopts="-ra --strict-markers" $(OLDEST_TESTS)

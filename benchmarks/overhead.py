@@ -10,6 +10,10 @@ Method
                                 (``every=20, samples=2``) + ``observe_loss(loss)``
   ``gradvitals_every1``         ``watch(model, opt, every=1, samples=1)``: statistics on
                                 every step, one host copy per step
+  ``gradvitals_samples1``       ``watch(model, opt, samples=1)``: one sampled step per
+                                20-step window (not with ``--smoke``)
+  ``gradvitals_every50``        ``watch(model, opt, every=50)``: 50-step windows, two
+                                sampled steps each (not with ``--smoke``)
   ``trainwatch``                ``trainwatch.Watcher()`` at its defaults, fed
                                 ``loss.item()`` each step (its API takes a float)
   ``wandb_hist@N``              wandb.watch-style per-parameter gradient histograms
@@ -28,7 +32,8 @@ Method
   rotating by one per repeat) and times one block of ``--steps`` steps of its twin
   and one of the variant back to back (twin first on even repeats, second on odd
   ones). A block is a multiple of 20 steps, so every block
-  holds the same number of gradvitals windows, their closes included.
+  holds the same number of gradvitals windows, their closes included (for
+  ``gradvitals_every50`` too at the default 100 steps).
 - **Total-time ratio.** The headline number is the sum of a variant's block times over
   the sum of its paired unwatched block times: the time of *every* step, so that a
   windowed tool, which pays on a few steps of each window, is charged in full (a
@@ -202,9 +207,11 @@ class Mode:
 
 
 class GradvitalsMode(Mode):
-    def __init__(self, model: nn.Module, opt: Any, device: str, **kw: Any) -> None:
+    def __init__(
+        self, model: nn.Module, opt: Any, device: str, name: str = "gradvitals", **kw: Any
+    ) -> None:
         super().__init__(model, opt, device)
-        self.name = "gradvitals" if not kw else "gradvitals_every1"
+        self.name = name
         self.monitor = gradvitals.watch(model, opt, console=False, **kw)
 
     def after_step(self, loss: torch.Tensor, i: int) -> None:
@@ -266,8 +273,17 @@ def mode_factories(smoke: bool) -> tuple[dict[str, Callable[..., Mode]], dict[st
     f: dict[str, Callable[..., Mode]] = {
         "none": Mode,
         "gradvitals": GradvitalsMode,
-        "gradvitals_every1": lambda m, o, d: GradvitalsMode(m, o, d, every=1, samples=1),
+        "gradvitals_every1": lambda m, o, d: GradvitalsMode(
+            m, o, d, "gradvitals_every1", every=1, samples=1
+        ),
     }
+    if not smoke:  # cheaper settings than the defaults: what they save
+        f["gradvitals_samples1"] = lambda m, o, d: GradvitalsMode(
+            m, o, d, "gradvitals_samples1", samples=1
+        )
+        f["gradvitals_every50"] = lambda m, o, d: GradvitalsMode(
+            m, o, d, "gradvitals_every50", every=50
+        )
     notes: dict[str, str] = {}
     tw = _peers.trainwatch_status()
     if tw == "not installed":

@@ -341,6 +341,24 @@ class Clocks:
         return {"thread": (cpu - first) * 1e3, "wall": (wall - wall0) * 1e3}
 
 
+def seeded_setup(
+    w: Workload, device: str
+) -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The workload's model from seed 0 and its pool of 4 batches from seed 1, on ``device``
+    (the same for every mode, the timing and the profiles)."""
+    torch.manual_seed(0)
+    model = w.build().to(device)
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    data = [
+        (
+            torch.randn(w.batch, *w.input_shape, generator=gen).to(device),
+            torch.randint(0, 10, (w.batch,), generator=gen).to(device),
+        )
+        for _ in range(4)
+    ]
+    return model, data
+
+
 def run_steps(mode: Mode, data: list[tuple[torch.Tensor, torch.Tensor]], n: int, i0: int) -> None:
     model, opt = mode.model, mode.opt
     for i in range(i0, i0 + n):
@@ -413,16 +431,7 @@ def bench_workload(
     times one block of the twin and one of the variant back to back (twin first on
     even repeats, second on odd ones).
     """
-    torch.manual_seed(0)
-    base = w.build().to(device)
-    gen = torch.Generator(device="cpu").manual_seed(1)
-    data = [
-        (
-            torch.randn(w.batch, *w.input_shape, generator=gen).to(device),
-            torch.randint(0, 10, (w.batch,), generator=gen).to(device),
-        )
-        for _ in range(4)
-    ]
+    base, data = seeded_setup(w, device)
     clocks = Clocks(device)
 
     def fresh() -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -561,16 +570,7 @@ def breakdown_gradvitals(
         saved.append((cls, meth, cls.__dict__[meth]))
         setattr(cls, meth, wrap(f"{cls_name}.{meth}", cls.__dict__[meth]))
     try:
-        torch.manual_seed(0)
-        model = w.build().to(device)
-        gen = torch.Generator(device="cpu").manual_seed(1)
-        data = [
-            (
-                torch.randn(w.batch, *w.input_shape, generator=gen).to(device),
-                torch.randint(0, 10, (w.batch,), generator=gen).to(device),
-            )
-            for _ in range(4)
-        ]
+        model, data = seeded_setup(w, device)
         opt = torch.optim.SGD(model.parameters(), lr=w.lr, momentum=0.9)
         mode = GradvitalsMode(model, opt, device, **watch_kw)
         run_steps(mode, data, warmup, 0)
@@ -629,16 +629,7 @@ def profile_gradvitals(
     import cProfile
     import pstats
 
-    torch.manual_seed(0)
-    model = w.build().to(device)
-    gen = torch.Generator(device="cpu").manual_seed(1)
-    data = [
-        (
-            torch.randn(w.batch, *w.input_shape, generator=gen).to(device),
-            torch.randint(0, 10, (w.batch,), generator=gen).to(device),
-        )
-        for _ in range(4)
-    ]
+    model, data = seeded_setup(w, device)
     every = int(watch_kw.get("every", WINDOW))
     n = windows * every
     totals = {}

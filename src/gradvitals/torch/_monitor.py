@@ -636,15 +636,16 @@ class Monitor(SessionView):
         if self._sampled_hooks and isinstance(loss, torch.Tensor):
             self.session.guard(self._read_loss_graph, "loss")(loss)
         try:
-            if isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.is_floating_point():
-                value = loss.detach()  # the common case; stacked and made float64 per window
-            elif isinstance(loss, torch.Tensor):
+            if isinstance(loss, torch.Tensor):
+                # a 0-d float loss (the common case) is kept as is: the window's losses
+                # are stacked and made float64 once, when it closes
                 value = loss.detach()
-                if value.is_complex() or not (value.is_floating_point() or value.numel()):
-                    value = value.abs() if value.is_complex() else value
-                if value.numel() != 1:
-                    value = value.float().mean()
-                value = value.reshape(()).to(torch.float64)
+                if value.dim() or not value.is_floating_point():
+                    if value.is_complex():
+                        value = value.abs()
+                    if value.numel() != 1:
+                        value = value.float().mean()
+                    value = value.reshape(()).to(torch.float64)
             else:
                 value = torch.tensor(float(loss), dtype=torch.float64)
             target = self.step_count

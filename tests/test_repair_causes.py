@@ -212,3 +212,115 @@ def test_a_second_explosion_without_a_repair_in_between_is_only_nested() -> None
     assert s.repairs == []
     assert [f.step for f in s.findings] == [19]
     assert [f.step for f in s.findings[0].consequences] == [29]
+
+
+# -- guard_op (opt-in): a fully padded sequence in nn.MultiheadAttention ------------------
+class _PaddedAttention(nn.Module):
+    """Embedding -> nn.MultiheadAttention with a key padding mask -> pooled logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(8, 16, padding_idx=0)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        pad = tokens == 0
+        h = self.emb(tokens)
+        a, _ = self.attn(h, h, h, key_padding_mask=pad)  # need_weights=True: NaN rows
+        keep = (~pad).unsqueeze(-1).float()
+        return self.head((a * keep).sum(1) / keep.sum(1).clamp(min=1.0))
+
+
+def _tokens(t: int, empty: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(t)
+    tokens = torch.randint(1, 8, (16, 6), generator=g)
+    tokens[:, 4:] = 0
+    if empty:
+        tokens[5] = 0  # one fully padded sequence: its attention row is all -inf
+    return tokens, (tokens == 3).any(1).long()
+
+
+def _padded_run(policy: RepairPolicy, empty_at: set[int]) -> tuple[Any, nn.Module]:
+    """40 steps, every=5; a fully padded sequence at the steps ``empty_at``.
+
+    Steps 10 and 30 open windows: they are sampled, so the replay names the op (a NaN
+    born at an unsampled step is ``unknown``: its batch is gone).
+    """
+    torch.manual_seed(0)
+    model = _PaddedAttention()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    mon = gradvitals.watch(model, opt, every=5, policy=policy, lint=False, console=False)
+    for t in range(40):
+        tokens, labels = _tokens(t, t in empty_at)
+        loss = nn.functional.cross_entropy(model(tokens), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        mon.observe_loss(loss)
+    mon.close()
+    return mon, model
+
+
+def test_guard_op_opens_fully_masked_attention_rows_when_opted_in() -> None:
+    mon, model = _padded_run(RepairPolicy(opt_in=["guard_op"]), {10, 30})
+    first = mon.findings[0]
+    assert (first.kind, first.cause, first.layer) == (
+        FailureMode.NONFINITE,
+        Cause.UNSTABLE_OP,
+        "attn",
+    )
+    assert [r["action"] for r in mon.repairs] == ["guard_op"]
+    assert not any(f.final for f in mon.findings)
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    # the hook outlives close(): evaluation on a fully padded input is finite
+    tokens, _ = _tokens(99, empty=True)
+    with torch.no_grad():
+        assert bool(model(tokens).isfinite().all())
+
+
+def test_guard_op_is_a_recommendation_unless_opted_in() -> None:
+    assert "guard_op" not in RepairPolicy().actions_for(FailureMode.NONFINITE, Cause.UNSTABLE_OP)
+    mon, model = _padded_run(RepairPolicy(), {10, 30})
+    assert mon.findings[0].remedies[0].key == "guard_op"  # still the first advice
+    assert [r["action"] for r in mon.repairs] == ["skip_batch"]
+    tokens, _ = _tokens(99, empty=True)
+    with torch.no_grad():
+        assert not bool(model(tokens).isfinite().all())  # the forward was not changed
+
+
+def test_guard_op_is_not_installed_on_a_run_without_empty_rows() -> None:
+    mon, _ = _padded_run(RepairPolicy(opt_in=["guard_op"]), set())
+    assert mon.findings == [] and mon.repairs == []
+    assert mon.session.repair.host.guarded_ops == {}
+
+
+def test_the_mask_hook_leaves_rows_with_a_visible_key_bitwise_unchanged() -> None:
+    from gradvitals.torch._repair_actions import unmask_empty_rows
+
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True)
+    x = torch.randn(3, 5, 8)
+    pad = torch.zeros(3, 5, dtype=torch.bool)
+    pad[0, 3:] = True
+    pad[2] = True  # fully padded
+    before = mha(x, x, x, key_padding_mask=pad)[0]
+    handle = mha.register_forward_pre_hook(unmask_empty_rows, with_kwargs=True)
+    after = mha(x, x, x, key_padding_mask=pad)[0]
+    assert torch.equal(before[:2], after[:2]) and bool(before[2].isnan().all())
+    # the opened row is what a finite fill gives: attention over every key
+    assert torch.allclose(after[2], mha(x[2:], x[2:], x[2:])[0][0])
+    float_mask = torch.zeros(3, 5).masked_fill(pad, float("-inf"))
+    assert torch.equal(mha(x, x, x, key_padding_mask=float_mask)[0], after)
+    handle.remove()
+
+
+def test_opt_in_names_only_actions_that_change_the_model() -> None:
+    import pytest
+
+    from gradvitals.errors import UsageError
+
+    with pytest.raises(UsageError, match="Valid: guard_op"):
+        RepairPolicy(opt_in=["lower_lr"])
+    with pytest.raises(UsageError, match=r"write \['guard_op'\]"):
+        RepairPolicy(opt_in="guard_op")

@@ -5,7 +5,9 @@ exists), what it does, which failure modes it may repair, and how it changes the
 (``structural``: the model's modules change, so the collector re-plans its hooks;
 ``reinit``: weights are re-initialised, so the detectors forget their healthy history;
 ``per_finding``: it acts on each finding's own layer, so two modes in one window each
-get their own application instead of sharing one).
+get their own application instead of sharing one; ``opt_in``: it changes what the model
+computes for some inputs, so it is tried only when the user's
+:class:`~gradvitals.RepairPolicy` names it in ``opt_in`` or ``actions``).
 
 Each framework registers its implementations in an :class:`ActionRegistry`
 (``gradvitals.torch._repair_actions.TORCH_ACTIONS``, the Keras one likewise): an
@@ -20,6 +22,8 @@ not act. The repair controller looks actions up by name, never by ``if name == .
 ('lr 0.1 -> 0.01', ['lower_lr'])
 >>> ACTION_SPECS["reinit_dead"].per_finding, ACTION_SPECS["leaky_variant"].structural
 (True, True)
+>>> [name for name, spec in ACTION_SPECS.items() if spec.opt_in]
+['guard_op']
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class ActionSpec:
         structural: it changes the model's modules (the collector re-plans).
         reinit: it re-initialises weights (detectors forget healthy history).
         per_finding: it acts on each finding's layer; never shared between modes.
+        opt_in: it changes what the model computes for some inputs (the user's code,
+            in effect); tried only when the policy names it.
     """
 
     name: str
@@ -60,6 +66,7 @@ class ActionSpec:
     structural: bool = False
     reinit: bool = False
     per_finding: bool = False
+    opt_in: bool = False
 
     def allows(self, kind: Enum) -> bool:
         return self.modes is None or kind in self.modes
@@ -101,6 +108,13 @@ ACTION_SPECS: dict[str, ActionSpec] = {
             modes=frozenset({FailureMode.NONFINITE}),
         ),
         ActionSpec("zero_grad", "zero the gradients after every optimizer step"),
+        ActionSpec(
+            "guard_op",
+            "let attention rows whose keys are all masked attend to every key (what a "
+            "finite fill such as -1e9 does) instead of giving NaN",
+            modes=frozenset({FailureMode.NONFINITE}),
+            opt_in=True,
+        ),
         ActionSpec(
             "xavier_init",
             "Xavier-initialise the layers feeding saturated units",

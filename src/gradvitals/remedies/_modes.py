@@ -217,7 +217,7 @@ register_mode(
         repair_by_cause={
             Cause.NONFINITE_INPUT: ("skip_batch",),
             Cause.NONFINITE_TARGET: ("skip_batch",),
-            Cause.UNSTABLE_OP: ("skip_batch",),
+            Cause.UNSTABLE_OP: ("guard_op", "skip_batch"),
             Cause.UNSTABLE_LOSS: ("skip_batch",),
             Cause.LOW_PRECISION_OVERFLOW: ("skip_batch",),
             Cause.MISSING_ZERO_GRAD: ("zero_grad",),

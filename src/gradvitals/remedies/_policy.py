@@ -23,7 +23,15 @@ The actions (keys match :class:`~gradvitals.Remedy` keys where one exists):
 - ``skip_batch``: skip every optimizer step whose gradients are not finite (a poisoned
   batch) instead of cutting the learning rate (PyTorch; one host sync per step from then);
 - ``zero_grad``: zero the gradients after every optimizer step (a missing
-  ``optimizer.zero_grad()``; PyTorch).
+  ``optimizer.zero_grad()``; PyTorch);
+- ``guard_op`` (opt-in: ``RepairPolicy(opt_in=["guard_op"])``): an
+  ``nn.MultiheadAttention`` whose query rows have every key masked (a fully padded
+  sequence) lets those rows attend to every key instead, which is what a finite fill
+  such as ``-1e9`` does; other rows are computed exactly as before (PyTorch).
+
+Actions that change what the model computes for some inputs (``guard_op``) are your
+code's business: without ``opt_in`` they stay a recommendation and repair moves on to
+the next action.
 
 Which actions a finding gets depends on its cause (the mode registry's
 ``repair_by_cause``): a poisoned batch is skipped, units dead at initialisation are
@@ -36,6 +44,9 @@ This module imports no framework: ``gradvitals.RepairPolicy`` is cheap to import
 ('leaky_variant', 'reinit_dead')
 >>> p.actions_for("exploding_gradient")
 ('lower_lr', 'clip_grad_norm', 'lower_lr')
+>>> p.actions_for("nonfinite", "unstable_op"), RepairPolicy(opt_in=["guard_op"]).actions_for(
+...     "nonfinite", "unstable_op")
+(('skip_batch',), ('guard_op', 'skip_batch'))
 >>> RepairPolicy(actions={"dying_relu": ["leaky"]})
 Traceback (most recent call last):
 ...
@@ -115,6 +126,9 @@ class RepairPolicy:
             its ``base_lrs`` too; without it a scheduler would undo the change.
         seed: seed of gradvitals' own random generator for re-initialisations (your
             global RNG is never used).
+        opt_in: actions that change what your model computes for some inputs
+            (``guard_op``), allowed in the default orders; naming one in ``actions``
+            opts in too. Default: none.
     """
 
     max_attempts: int = 3
@@ -127,6 +141,7 @@ class RepairPolicy:
     snapshot_every: int = 1
     scheduler: Any = None
     seed: int = 0
+    opt_in: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
@@ -146,6 +161,16 @@ class RepairPolicy:
             raise UsageError(f"swap_to must be one of {', '.join(_SWAP_TO)}; got {self.swap_to!r}")
         if isinstance(self.snapshot_every, bool) or int(self.snapshot_every) < 1:
             raise UsageError(f"snapshot_every must be an integer >= 1, got {self.snapshot_every!r}")
+        if isinstance(self.opt_in, str):
+            raise UsageError(f"opt_in must be a list of action names; write [{self.opt_in!r}]")
+        optional = sorted(n for n, spec in ACTION_SPECS.items() if spec.opt_in)
+        for name in self.opt_in:
+            if name not in optional:
+                raise UsageError(
+                    f"opt_in names actions that change what the model computes; {name!r} "
+                    f"is not one. Valid: {', '.join(optional)}"
+                )
+        self._opted = frozenset(self.opt_in)
         if not isinstance(self.actions, Mapping):
             raise UsageError(
                 "actions must map failure modes to lists of action names, e.g. "
@@ -191,8 +216,8 @@ class RepairPolicy:
         for mode, names in self._resolved.items():
             if str(mode.value) == key:
                 if cause is not None and cause != "unknown":
-                    return tuple(get_mode(mode).actions_for(Cause(cause)))
-                return names
+                    names = tuple(get_mode(mode).actions_for(Cause(cause)))
+                return tuple(n for n in names if not ACTION_SPECS[n].opt_in or n in self._opted)
         return ()
 
     def describe(self) -> str:

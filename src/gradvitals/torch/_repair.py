@@ -13,8 +13,14 @@ action comes next, and this module does it to the model and the optimizer:
   learning rates stay as they are now;
 - **actions**: each one is a function registered in :data:`TORCH_ACTIONS` by name
   (``lower_lr``, ``clip_grad_norm``, ``leaky_variant``, ``relu_he``, ``add_norm``,
-  ``reinit_dead``, ``xavier_init``), with its applicability test. The surgery itself is
-  in :mod:`gradvitals.torch._repair_actions`.
+  ``reinit_dead``, ``xavier_init``, ``skip_batch``, ``zero_grad`` and the opt-in
+  ``guard_op``), with its applicability test. The surgery itself is in
+  :mod:`gradvitals.torch._repair_actions`.
+
+``guard_op`` puts a forward pre-hook on the ``nn.MultiheadAttention`` the NaN's
+provenance names (fully masked rows attend to every key); unlike the other hooks it
+stays on the model after ``close()``, like a swapped activation, because evaluation
+meets the same padded inputs.
 
 Memory cost: one snapshot, about the size of the parameters plus the optimizer state
 (1x the parameters for SGD, 2x with momentum, 3x for Adam), on the model's device or,
@@ -31,8 +37,8 @@ written, so its weights are bitwise identical to an unwatched run's.
 >>> monitor.session.repair.snapshot_step, monitor.repairs
 (0, [])
 >>> sorted(TORCH_ACTIONS.names())  # doctest: +NORMALIZE_WHITESPACE
-['add_norm', 'clip_grad_norm', 'leaky_variant', 'lower_lr', 'reinit_dead', 'relu_he',
- 'skip_batch', 'xavier_init', 'zero_grad']
+['add_norm', 'clip_grad_norm', 'guard_op', 'leaky_variant', 'lower_lr', 'reinit_dead',
+ 'relu_he', 'skip_batch', 'xavier_init', 'zero_grad']
 """
 
 from __future__ import annotations
@@ -97,6 +103,7 @@ class TorchRepairHost:
         self.snapshot = Snapshot(monitor.model, optimizer, offload_to_cpu=policy.offload_to_cpu)
         self.clip: act.GradClip | None = None
         self.guard: act.StepGuard | None = None
+        self.guarded_ops: dict[str, Any] = {}  # guard_op: module name -> hook handle
         self.zeroing = False
         self.generator = torch.Generator().manual_seed(policy.seed)
         self.warned_scheduler = False
@@ -273,6 +280,29 @@ def _skip_batch(host: TorchRepairHost, ctx: ActionContext) -> str | None:
     return (
         "skipping every optimizer step whose gradients are not finite (one host sync per "
         "step from now on), instead of cutting the learning rate"
+    )
+
+
+def _attention_of(host: TorchRepairHost, ctx: ActionContext) -> list[tuple[str, Any]]:
+    names = [f.layer for f in ctx.findings if f.layer]
+    return [
+        (n, m) for n, m in act.attention_modules(host.model, names) if n not in host.guarded_ops
+    ]
+
+
+@TORCH_ACTIONS.register("guard_op", applicable=lambda host, ctx: bool(_attention_of(host, ctx)))
+def _guard_op(host: TorchRepairHost, ctx: ActionContext) -> str | None:
+    mods = _attention_of(host, ctx)
+    for name, m in mods:
+        host.guarded_ops[name] = m.register_forward_pre_hook(
+            act.unmask_empty_rows, with_kwargs=True
+        )
+    if not mods:
+        return None
+    return (
+        f"attention rows of {', '.join(n for n, _ in mods)} whose keys are all masked now "
+        "attend to every key (as a finite fill such as -1e9 does) instead of giving NaN; "
+        "the hook stays on the model: make the same change in your code"
     )
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "GradClip",
     "StepGuard",
     "affine_before",
+    "attention_modules",
     "find_incoming",
     "he_gain",
     "hidden_activations",
@@ -48,6 +49,7 @@ __all__ = [
     "scale_lr",
     "scheduler_suspected",
     "swap_activations",
+    "unmask_empty_rows",
     "xavier_gain",
 ]
 
@@ -192,7 +194,66 @@ class StepGuard:
             self.skipped += 1
 
 
+def _open_empty_rows(mask: Any) -> Any:
+    """``mask`` with every row that masks all of its keys (last dim) opened up.
+
+    A bool mask (True: masked) loses those rows' True values; an additive float mask
+    gets 0 where a row was all ``-inf``. Softmax over a row shifted by one constant is
+    the softmax of the unshifted row, so this is what a finite fill (``-1e9``) gives.
+    """
+    if not isinstance(mask, torch.Tensor) or mask.dim() == 0 or mask.shape[-1] == 0:
+        return mask
+    if mask.dtype == torch.bool:
+        return mask & ~mask.all(-1, keepdim=True)
+    if mask.is_floating_point():
+        empty = torch.isneginf(mask).all(-1, keepdim=True)
+        return mask.masked_fill(empty.expand_as(mask), 0.0)
+    return mask
+
+
+def unmask_empty_rows(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Forward pre-hook (``with_kwargs=True``) for ``nn.MultiheadAttention``.
+
+    A query whose keys are all masked (``key_padding_mask`` row of a fully padded
+    sequence, or an ``attn_mask`` row) makes softmax over all ``-inf``: NaN, which
+    poisons the weights at the next step. The hook opens those rows, so they attend to
+    every key; every other row is computed exactly as before. A row masked only by the
+    two masks together is not seen.
+
+    >>> import torch
+    >>> mha = torch.nn.MultiheadAttention(4, 1, batch_first=True)
+    >>> x = torch.randn(2, 3, 4); pad = torch.tensor([[False, True, True], [True] * 3])
+    >>> bool(mha(x, x, x, key_padding_mask=pad)[0].isnan().any())
+    True
+    >>> h = mha.register_forward_pre_hook(unmask_empty_rows, with_kwargs=True)
+    >>> out = mha(x, x, x, key_padding_mask=pad)[0]
+    >>> bool(out.isfinite().all())
+    True
+    """
+    given = list(args)
+    for pos, key in ((3, "key_padding_mask"), (5, "attn_mask")):
+        if key in kwargs:
+            kwargs[key] = _open_empty_rows(kwargs[key])
+        elif len(given) > pos:
+            given[pos] = _open_empty_rows(given[pos])
+    return tuple(given), kwargs
+
+
 # -- where things are -------------------------------------------------------------------
+def attention_modules(model: nn.Module, names: Iterable[str]) -> list[tuple[str, nn.Module]]:
+    """The ``nn.MultiheadAttention`` modules named in ``names`` or inside them."""
+    found: dict[str, nn.Module] = {}
+    named = dict(model.named_modules())
+    for name in names:
+        top = named.get(name)
+        if top is None:
+            continue
+        for sub, m in top.named_modules(prefix=name):
+            if isinstance(m, nn.MultiheadAttention):
+                found.setdefault(sub, m)
+    return list(found.items())
+
+
 def _has_affine_after(mods: Sequence[tuple[str, nn.Module]], i: int) -> bool:
     return any(isinstance(m, _AFFINE) for _, m in mods[i + 1 :])
 

@@ -32,13 +32,15 @@ What Keras lets a callback change mid-fit (measured with Keras 3 on TensorFlow),
 
 Clipping and activation swaps are baked into the traced step, so each is followed by
 ``model.make_train_function(force=True)`` (and the test/predict functions), and the
-callback re-traces its probe; ``skip_batch`` re-traces the train function only. Re-initialised weights keep their optimizer slots
-(Keras exposes no public per-variable slot lookup); the slots decay within a few
-dozen steps.
+callback re-traces its probe; ``skip_batch`` re-traces the train function only.
+Re-initialised weights keep their optimizer slots (Keras exposes no public
+per-variable slot lookup); the slots decay within a few dozen steps.
 
 Snapshots are ``model.get_weights()`` plus the optimizer's variables except its step
-counter and learning rate, taken at the start of training and after every *clean*
-window (no finding, and none on its way: see :func:`suspect`); one host copy each.
+counter and learning rate, taken at the start of training (the optimizer is built
+then, so that its slots are in it) and after every *clean* window (no finding, and
+none on its way: see :func:`~gradvitals.remedies._ledger.unclean_reason`); one host
+copy each.
 """
 
 from __future__ import annotations

@@ -20,17 +20,27 @@ What Keras lets a callback change mid-fit (measured with Keras 3 on TensorFlow),
 - ``reinit_dead``: He-initialise the incoming kernel columns (and zero the biases) of
   the dead units;
 - ``xavier_init``: Glorot-initialise the layers feeding saturated units;
-- ``add_norm`` does not apply: a compiled Keras model cannot gain layers mid-fit.
+- ``skip_batch``: the optimizer instance's ``apply`` (which ``apply_gradients`` and
+  Keras' ``train_step`` call) is replaced by a guarded one: inside the compiled step,
+  ``keras.ops.cond`` runs the optimizer's own update when every gradient is finite and
+  otherwise only counts the step (:class:`~gradvitals.keras._skip.StepGuard`): weights,
+  slots and ``iterations`` stay as they were, and finite steps are bitwise unchanged.
+  The count is read once per window. Not for a ``LossScaleOptimizer`` (it skips such
+  steps itself) nor a multi-replica distribution strategy;
+- ``add_norm`` does not apply: a compiled Keras model cannot gain layers mid-fit;
+- ``zero_grad`` does not apply: Keras computes fresh gradients every step.
 
 Clipping and activation swaps are baked into the traced step, so each is followed by
 ``model.make_train_function(force=True)`` (and the test/predict functions), and the
-callback re-traces its probe. Re-initialised weights keep their optimizer slots
-(Keras exposes no public per-variable slot lookup); the slots decay within a few
-dozen steps.
+callback re-traces its probe; ``skip_batch`` re-traces the train function only.
+Re-initialised weights keep their optimizer slots (Keras exposes no public
+per-variable slot lookup); the slots decay within a few dozen steps.
 
 Snapshots are ``model.get_weights()`` plus the optimizer's variables except its step
-counter and learning rate, taken at the start of training and after every *clean*
-window (no finding, and none on its way: see :func:`suspect`); one host copy each.
+counter and learning rate, taken at the start of training (the optimizer is built
+then, so that its slots are in it) and after every *clean* window (no finding, and
+none on its way: see :func:`~gradvitals.remedies._ledger.unclean_reason`); one host
+copy each.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gradvitals.keras._skip import StepGuard, guard_refusal
 from gradvitals.remedies import ACTION_SPECS, ActionContext, ActionRegistry, RepairPolicy
 from gradvitals.stats import SATURATING
 
@@ -53,6 +64,13 @@ __all__ = ["KERAS_ACTIONS", "KerasRepairHost"]
 log = logging.getLogger("gradvitals")
 
 _RELU_KINDS = ("relu", "relu6")
+
+#: the causes whose NaN the probe examples (drawn from the training data) may hold
+_POISONED = frozenset({"nonfinite_input", "nonfinite_target"})
+
+#: fewer steps than this since the last look are too few to say that every batch is
+#: poisoned (a 1% rate of poisoned rows makes a third of 32-example batches poisoned)
+JUDGE_AFTER = 8
 
 #: Keras implementations of the repair actions, by name (``add_norm`` has none: a
 #: compiled Keras model cannot gain layers mid-fit).
@@ -77,6 +95,10 @@ class KerasRepairHost:
         self.snapshot: tuple[int, list[np.ndarray], list[np.ndarray]] | None = None
         self.clipped = False
         self.rng = np.random.default_rng(policy.seed)
+        self.guard: StepGuard | None = None
+        self._skipped_seen = 0
+        self._steps_seen = 0
+        self._installed_at = 0
 
     @property
     def model(self) -> Any:
@@ -90,10 +112,31 @@ class KerasRepairHost:
         it = getattr(opt, "iterations", None)
         return [v for v in opt.variables if v is not it and "learning_rate" not in v.path]
 
+    def _build_optimizer(self) -> None:
+        """Create the optimizer's slots now, so that the first snapshot holds them.
+
+        Without a distribution strategy Keras builds the optimizer inside the first
+        traced step, after ``on_train_begin``: a snapshot taken before it would restore
+        the weights but leave the slots of the steps since (NaN ones too). Built as
+        Keras' own symbolic build does (``optimizer.build(model.trainable_variables)``),
+        and only for Keras' own ``train_step``: a custom one may hand the optimizer
+        other variables.
+        """
+        import keras
+
+        m = self.model
+        opt = getattr(m, "optimizer", None)
+        if opt is None or getattr(opt, "built", True) or not hasattr(opt, "build"):
+            return
+        if getattr(type(m), "train_step", None) is not keras.Model.train_step:
+            return
+        opt.build(m.trainable_variables)
+
     def capture(self, step: int) -> bool:
         """Keep the current weights and optimizer slots; never a state with a NaN/Inf."""
         if self.model is None or not getattr(self.model, "built", False):
             return False
+        self._build_optimizer()
         weights = [np.asarray(w) for w in self.model.get_weights()]
         slots = [np.asarray(v.numpy()) for v in self._slots()]
         for a in (*weights, *slots):
@@ -120,12 +163,70 @@ class KerasRepairHost:
             m.make_test_function(force=True)
             m.make_predict_function(force=True)
             self.cb.rebuild_probe()
+        elif "skip_batch" in applied:  # the guard runs inside the traced train step
+            self.model.make_train_function(force=True)
 
     def check(self) -> list[str]:
-        return []
+        """How many steps ``skip_batch`` skipped so far (one read of its counter), and
+        whether it skipped every step since it went in (over :data:`JUDGE_AFTER` steps
+        or more): then nothing trains, every batch holds a NaN/Inf."""
+        skipped = self.guard.skipped if self.guard is not None else 0
+        if not skipped:
+            return []
+        lines = [f"skip_batch: skipped {skipped} optimizer step(s) whose gradients were not finite"]
+        step = int(self.cb.step_count)
+        since = step - self._installed_at
+        if skipped >= since >= JUDGE_AFTER:
+            lines.append(
+                f"skip_batch skipped every step: all {since} optimizer steps from step "
+                f"{self._installed_at} to {step - 1} had non-finite gradients, so the model "
+                "does not train; every batch holds NaN/Inf: clean the data"
+            )
+        return lines
 
     def handled(self, kind: Any, cause: Any) -> str | None:
-        return None  # Keras has no standing repair that skips steps
+        """``skip_batch`` is in place and kept the weights finite: no new action.
+
+        The guard's count and the step count are compared with the last call's:
+
+        - None (act on it) when the weights or the optimizer's slots are not finite
+          (the NaN got in another way, a normalization's moving statistics, say), or
+          when every step was skipped, over at least :data:`JUDGE_AFTER` steps, in this
+          window or since the guard went in: then nothing trains;
+        - a line when steps were skipped since the last call, or when the finding's
+          cause is a poisoned input or target: the probe examples, drawn from the
+          training data, hold the NaN themselves and show it every window.
+        """
+        guard = self.guard
+        if guard is None or str(getattr(kind, "value", kind)) != "nonfinite":
+            return None
+        skipped, step = guard.skipped, int(self.cb.step_count)
+        n, steps = skipped - self._skipped_seen, step - self._steps_seen
+        self._skipped_seen, self._steps_seen = skipped, step
+        since = step - self._installed_at
+        if (n >= steps >= JUDGE_AFTER) or (skipped >= since >= JUDGE_AFTER):
+            return None  # every step skipped: the guard is not a repair
+        if not self.state_finite():
+            return None
+        if n > 0:
+            return f"skip_batch skipped {n} more step(s) whose gradients were not finite"
+        if str(getattr(cause, "value", cause)) in _POISONED:
+            return (
+                "skip_batch is in place and the weights are finite; the probe examples "
+                "hold the NaN/Inf in their own inputs or targets"
+            )
+        return None
+
+    def state_finite(self) -> bool:
+        """Every model weight and optimizer slot is finite (one scalar read)."""
+        from keras import ops
+
+        flags = [
+            ops.all(ops.isfinite(v.value))
+            for v in (*self.model.weights, *self._slots())
+            if "float" in str(v.dtype)
+        ]
+        return bool(ops.convert_to_numpy(ops.all(ops.stack(flags)))) if flags else True
 
     # -- helpers -----------------------------------------------------------------------
     def hidden_sites(self) -> list[Site]:
@@ -237,6 +338,28 @@ def _clip(host: KerasRepairHost, ctx: ActionContext) -> str | None:
     old = getattr(opt, "global_clipnorm", None)
     opt.global_clipnorm = min(float(old), value) if old else value
     return f"clipping the global gradient norm at {opt.global_clipnorm:.3g} ({source})"
+
+
+@KERAS_ACTIONS.register(
+    "skip_batch", applicable=lambda host, ctx: guard_refusal(host.model) is None
+)
+def _skip_batch(host: KerasRepairHost, ctx: ActionContext) -> str | None:
+    if host.guard is not None:
+        return None  # already skipping: nothing more this action can do
+    why = guard_refusal(host.model)
+    if why is not None:
+        log.info("gradvitals repair: skip_batch does not apply: %s", why)
+        return None
+    guard = StepGuard()
+    guard.install(host.model.optimizer)
+    host.guard = guard
+    host._skipped_seen = 0
+    host._steps_seen = host._installed_at = int(host.cb.step_count)
+    return (
+        "skipping every optimizer step whose gradients are not finite (checked inside the "
+        "compiled step; the count is read once per window), instead of cutting the "
+        "learning rate"
+    )
 
 
 @KERAS_ACTIONS.register("leaky_variant", applicable=lambda host, ctx: _sites_of(host, _RELU_KINDS))

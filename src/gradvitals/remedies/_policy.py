@@ -21,7 +21,8 @@ The actions (keys match :class:`~gradvitals.Remedy` keys where one exists):
 - ``xavier_init``: Xavier-initialise the layers feeding saturated units, with the gain
   of their activation (saturation);
 - ``skip_batch``: skip every optimizer step whose gradients are not finite (a poisoned
-  batch) instead of cutting the learning rate (PyTorch; one host sync per step from then);
+  batch) instead of cutting the learning rate (PyTorch: one host sync per step from then;
+  Keras: decided inside the compiled step);
 - ``zero_grad``: zero the gradients after every optimizer step (a missing
   ``optimizer.zero_grad()``; PyTorch);
 - ``guard_op`` (opt-in: ``RepairPolicy(opt_in=["guard_op"])``): an

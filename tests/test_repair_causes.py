@@ -94,6 +94,26 @@ def test_poisoned_batches_are_skipped_not_answered_with_a_learning_rate_cut() ->
     assert any(n.startswith("skip_batch: skipped") for n in mon.session.notes)
 
 
+def test_a_poisoned_batch_the_guard_skips_right_after_the_repair_counts_as_held() -> None:
+    model, x, y = _regression()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    mon = gradvitals.watch(model, opt, every=5, repair=True, lint=False, console=False)
+    for t in range(30):
+        i = (t * 32) % 512
+        xb = x[i : i + 32].clone()
+        if t in (7, 12):  # the second one lands in the window right after the repair
+            xb[0, 0] = float("nan")
+        loss = nn.functional.mse_loss(model(xb), y[i : i + 32])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        mon.observe_loss(loss)
+    mon.close()
+    assert [r["action"] for r in mon.repairs] == ["skip_batch"]
+    assert mon.repairs[0]["healthy_after"] is True
+    assert [f.evidence.get("handled_by") is not None for f in mon.findings] == [False, True]
+
+
 def test_a_clean_run_never_installs_the_skip_guard() -> None:
     model, x, y = _regression()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)

@@ -159,15 +159,18 @@ class RepairController:
     def on_findings(self, findings: list[Finding], record: WindowRecord) -> list[Finding]:
         """Roll back and apply the next action per mode; returns "could not repair" findings."""
         self._check_host()
-        self._settle(False)
         finals: list[Finding] = []
         by_kind: dict[Any, list[Finding]] = {}
         for f in findings:
             if not f.final and self.policy.actions_for(f.kind, f.cause):
                 by_kind.setdefault(f.kind, []).append(f)
+        # the last repair held unless a finding here is more than a standing repair
+        # (skip_batch) at work
+        held = all(f.final or f.kind in by_kind for f in findings)
         plans: list[tuple[Any, list[Finding], list[str], ActionContext]] = []
         for kind, fs in by_kind.items():
             if self._gave_up(kind, finals):
+                held = False
                 continue
             done_by = self.host.handled(kind, fs[0].cause)
             if done_by is not None:  # a standing repair dealt with it: no new action
@@ -175,6 +178,7 @@ class RepairController:
                     f.evidence["handled_by"] = done_by
                 self.session.emit(f"gradvitals: step {record.step} {kind.value}: {done_by}")
                 continue
+            held = False
             ctx = self._context(kind, fs)
             done = len(ledger.kind_records(self.session.repairs, kind))
             candidates = self._candidates(kind, fs[0].cause, ctx)
@@ -187,6 +191,7 @@ class RepairController:
                 finals.append(self._give_up(kind, fs, record, why))
                 continue
             plans.append((kind, fs, candidates, ctx))
+        self._settle(held and not finals)
         if not plans:
             return finals
         rollback = self._restore()

@@ -69,12 +69,12 @@ def test_a_healthy_loop_that_sets_its_lr_is_left_alone() -> None:
     assert mon.lr_scale == 1.0
 
 
-def test_poisoned_batches_are_skipped_not_answered_with_a_learning_rate_cut() -> None:
+def _poisoned_run(poisoned: set[int], steps: int) -> tuple[Any, nn.Module]:
+    """SGD regression with repair on (every=5); a NaN input at the steps ``poisoned``."""
     model, x, y = _regression()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     mon = gradvitals.watch(model, opt, every=5, repair=True, lint=False, console=False)
-    poisoned = {7, 23, 41}
-    for t in range(60):
+    for t in range(steps):
         i = (t * 32) % 512
         xb = x[i : i + 32].clone()
         if t in poisoned:
@@ -85,6 +85,11 @@ def test_poisoned_batches_are_skipped_not_answered_with_a_learning_rate_cut() ->
         opt.step()
         mon.observe_loss(loss)
     mon.close()
+    return mon, model
+
+
+def test_poisoned_batches_are_skipped_not_answered_with_a_learning_rate_cut() -> None:
+    mon, model = _poisoned_run({7, 23, 41}, steps=60)
     first = mon.findings[0]
     assert first.kind is FailureMode.NONFINITE and first.cause is Cause.NONFINITE_INPUT
     assert first.remedies[0].key == "clean_inputs"
@@ -95,37 +100,15 @@ def test_poisoned_batches_are_skipped_not_answered_with_a_learning_rate_cut() ->
 
 
 def test_a_poisoned_batch_the_guard_skips_right_after_the_repair_counts_as_held() -> None:
-    model, x, y = _regression()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    mon = gradvitals.watch(model, opt, every=5, repair=True, lint=False, console=False)
-    for t in range(30):
-        i = (t * 32) % 512
-        xb = x[i : i + 32].clone()
-        if t in (7, 12):  # the second one lands in the window right after the repair
-            xb[0, 0] = float("nan")
-        loss = nn.functional.mse_loss(model(xb), y[i : i + 32])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        mon.observe_loss(loss)
-    mon.close()
+    # step 12 lands in the window right after the repair (steps 10-14)
+    mon, _ = _poisoned_run({7, 12}, steps=30)
     assert [r["action"] for r in mon.repairs] == ["skip_batch"]
     assert mon.repairs[0]["healthy_after"] is True
     assert [f.evidence.get("handled_by") is not None for f in mon.findings] == [False, True]
 
 
 def test_a_clean_run_never_installs_the_skip_guard() -> None:
-    model, x, y = _regression()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    mon = gradvitals.watch(model, opt, every=5, repair=True, lint=False, console=False)
-    for t in range(30):
-        i = (t * 32) % 512
-        loss = nn.functional.mse_loss(model(x[i : i + 32]), y[i : i + 32])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        mon.observe_loss(loss)
-    mon.close()
+    mon, _ = _poisoned_run(set(), steps=30)
     assert mon.repairs == [] and mon.session.repair.host.guard is None
 
 

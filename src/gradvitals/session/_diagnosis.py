@@ -154,6 +154,26 @@ def _large_steps(history: Sequence[WindowRecord], record: WindowRecord) -> float
     return top if math.isfinite(top) and top >= LARGE_STEP else None
 
 
+def _step_cause(
+    history: Sequence[WindowRecord],
+    record: WindowRecord,
+    earlier: Sequence[Finding],
+    after_steps: str,
+    after_explosion: str,
+) -> Diagnosis | None:
+    """``learning_rate`` when large steps (or an earlier explosion) came first.
+
+    ``after_steps`` is formatted with ``step``, the largest update ratio seen.
+    """
+    step = _large_steps(history, record)
+    if step is None and not any(e.kind is FailureMode.EXPLODING_GRADIENT for e in earlier):
+        return None
+    return Diagnosis(
+        Cause.LEARNING_RATE,
+        after_steps.format(step=step) if step is not None else after_explosion,
+    )
+
+
 def _window_loss(r: WindowRecord) -> float:
     if r.loss is None or not r.loss.count or r.loss.n_nonfinite:
         return math.nan
@@ -512,14 +532,15 @@ def _dying(
     why = _unscaled(record, history, facts)
     if why:
         return Diagnosis(Cause.UNSCALED_DATA, why)
-    step = _large_steps(history, record)
-    if step is not None or any(e.kind is FailureMode.EXPLODING_GRADIENT for e in earlier):
-        return Diagnosis(
-            Cause.LEARNING_RATE,
-            f"steps of up to {step:.2g}x the weights pushed the units negative"
-            if step
-            else "the units died after the gradients exploded",
-        )
+    lr = _step_cause(
+        history,
+        record,
+        earlier,
+        "steps of up to {step:.2g}x the weights pushed the units negative",
+        "the units died after the gradients exploded",
+    )
+    if lr is not None:
+        return lr
     top = _top_step(history, record)
     rose = _loss_rose(history, record)
     if rose and math.isfinite(top) and top >= RAISED_STEP:
@@ -614,14 +635,15 @@ def diagnose(
                 Cause.BAD_INIT,
                 "saturated from the first windows: the initial weights are too large for the activation",
             )
-        step = _large_steps(history, record)
-        if step is not None or any(e.kind is FailureMode.EXPLODING_GRADIENT for e in earlier):
-            return Diagnosis(
-                Cause.LEARNING_RATE,
-                f"saturated mid-training after steps of up to {step:.2g}x the weights"
-                if step
-                else "saturated after the gradients exploded",
-            )
+        lr = _step_cause(
+            history,
+            record,
+            earlier,
+            "saturated mid-training after steps of up to {step:.2g}x the weights",
+            "saturated after the gradients exploded",
+        )
+        if lr is not None:
+            return lr
         return Diagnosis(Cause.UNKNOWN, "saturated mid-training without large steps")
     if kind is FailureMode.VANISHING_GRADIENT:
         acts = set(facts.get("activations", {}).values())

@@ -293,12 +293,12 @@ def _attention_of(host: TorchRepairHost, ctx: ActionContext) -> list[tuple[str, 
 @TORCH_ACTIONS.register("guard_op", applicable=lambda host, ctx: bool(_attention_of(host, ctx)))
 def _guard_op(host: TorchRepairHost, ctx: ActionContext) -> str | None:
     mods = _attention_of(host, ctx)
+    if not mods:
+        return None
     for name, m in mods:
         host.guarded_ops[name] = m.register_forward_pre_hook(
             act.unmask_empty_rows, with_kwargs=True
         )
-    if not mods:
-        return None
     return (
         f"attention rows of {', '.join(n for n, _ in mods)} whose keys are all masked now "
         "attend to every key (as a finite fill such as -1e9 does) instead of giving NaN; "

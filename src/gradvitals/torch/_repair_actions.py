@@ -206,8 +206,7 @@ def _open_empty_rows(mask: Any) -> Any:
     if mask.dtype == torch.bool:
         return mask & ~mask.all(-1, keepdim=True)
     if mask.is_floating_point():
-        empty = torch.isneginf(mask).all(-1, keepdim=True)
-        return mask.masked_fill(empty.expand_as(mask), 0.0)
+        return mask.masked_fill(torch.isneginf(mask).all(-1, keepdim=True), 0.0)
     return mask
 
 
